@@ -1,0 +1,44 @@
+# Two commands do all the set-up on a fresh machine (Python 3.11+, Java 17, Maven):
+#   make run    virtualenv, install, fetch Kafka, then `sluice up`
+#   make test   the same set-up, lint, then the whole suite on a real Kafka broker
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+KAFKA_JARS := $(VENV)/.kafka-jars
+export SLUICE_API_KEYS ?= dev_key_123:dev
+
+.PHONY: run test lint unit integration clean
+
+run: $(INSTALLED) $(KAFKA_JARS)
+	$(BIN)/sluice up
+
+test: $(INSTALLED) $(KAFKA_JARS) lint
+	$(BIN)/pytest
+
+unit: $(INSTALLED)
+	$(BIN)/pytest -m "not integration"
+
+integration: $(INSTALLED) $(KAFKA_JARS)
+	$(BIN)/pytest -m integration
+
+lint: $(INSTALLED)
+	$(BIN)/ruff check app tests
+	$(BIN)/ruff format --check app tests
+	$(BIN)/mypy
+
+$(INSTALLED): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is required (set PYTHON=...)")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+# Kafka's jars come from Maven Central once, into ~/.cache/sluice/kafka; later starts need no network.
+$(KAFKA_JARS): $(INSTALLED)
+	$(BIN)/sluice kafka --fetch-only
+	touch $@
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,92 @@
+"""The `sluice` command line: up | kafka | producer | worker | tail | hash-key."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from app.errors import SluiceError
+from app.settings import Settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sluice", description="Sluice: an event pipeline on Apache Kafka. Settings come from SLUICE_* variables."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser("up", help="run a local Kafka (unless KAFKA_BOOTSTRAP_SERVERS), a producer and a worker")
+    kafka = commands.add_parser("kafka", help="run a local Apache Kafka broker (KRaft) in the foreground")
+    kafka.add_argument("--port", type=int, help="listener port (SLUICE_KAFKA_PORT, default 9092)")
+    kafka.add_argument("--data-dir", type=Path, help="log dir, reused across starts (SLUICE_KAFKA_DATA_DIR)")
+    kafka.add_argument("--fetch-only", action="store_true", help="fetch and cache the jars, then exit")
+    producer = commands.add_parser("producer", help="run the HTTP producer")
+    producer.add_argument("--port", type=int, help="HTTP port (SLUICE_PRODUCER_PORT, default 8080)")
+    worker = commands.add_parser("worker", help="run a Faust worker")
+    worker.add_argument("--port", type=int, help="web port (SLUICE_WORKER_PORT, default 6066)")
+    tail = commands.add_parser("tail", help="print decoded records of a stream as JSON lines")
+    tail.add_argument("stream", help="'effects', 'dead-letters' or a topic slug")
+    tail.add_argument("--from-beginning", action="store_true", help="start at the oldest record")
+    tail.add_argument("--max", type=int, help="exit after this many records")
+    tail.add_argument("--timeout", type=float, help="exit after this many seconds without a record")
+    hash_key = commands.add_parser("hash-key", help="print the SHA-256 of an API key, for SLUICE_KEYS_FILE")
+    hash_key.add_argument("key")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        return _run(args, settings)
+    except SluiceError as exc:
+        print(f"sluice {args.command}: {exc.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    # Imports are per command: `sluice kafka` must not need Faust, nor the producer RocksDB.
+    if args.command == "up":
+        from app.supervisor import up
+
+        return asyncio.run(up(settings))
+    if args.command == "kafka":
+        from app import kafka_local
+
+        if args.port:
+            settings = settings.replace(kafka_port=args.port)
+        if args.data_dir:
+            settings = settings.replace(kafka_data_dir=args.data_dir)
+        if args.fetch_only:
+            print(kafka_local.ensure_jars(settings.kafka_home))
+            return 0
+        return kafka_local.serve(settings)
+    if args.command == "producer":
+        from app.producer.server import serve
+
+        if args.port:
+            settings = settings.replace(producer_port=args.port)
+        asyncio.run(serve(settings))
+        return 0
+    if args.command == "worker":
+        from app.worker.main import run
+
+        if args.port:
+            settings = settings.replace(worker_port=args.port)
+        return run(settings)
+    if args.command == "tail":
+        from app.tail import tail
+
+        return asyncio.run(tail(settings, args.stream, args.from_beginning, args.max, args.timeout))
+    if args.command == "hash-key":
+        from app.tenants import hash_key
+
+        print(hash_key(args.key))
+        return 0
+    raise AssertionError(args.command)

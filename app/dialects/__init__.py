@@ -1,0 +1,1 @@
+"""Wire formats producers send: each module parses, validates and maps onto the envelope; pure."""

@@ -1,0 +1,61 @@
+"""Topic pub/sub dialect: POST /topics/{topic_slug}/events with data, metadata, send_at, wait group."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from app.dialects.fields import identifier, optional_object, optional_string, require_object, timestamp
+from app.envelope import Envelope, new_event_id
+from app.errors import ValidationError
+
+NAME = "pubsub"
+FIELDS = frozenset({"data", "metadata", "send_at", "wait_group_instance_id"})
+
+
+def parse(body: Any, *, tenant: str, topic: str, received_at: datetime, idempotency_key: str | None = None) -> Envelope:
+    """Validate a request body and map it onto the envelope.
+
+    The event id is the Idempotency-Key header, else metadata.event_id, else a new one.
+    The user is data.user_id or metadata.user_id; the type is metadata.type, else the topic slug.
+    """
+    body = require_object(body, "body")
+    unknown = sorted(set(body) - FIELDS)
+    if unknown:
+        raise ValidationError(
+            f"unknown field; allowed: {', '.join(sorted(FIELDS))}", field=unknown[0], code="validation.unknown"
+        )
+    if "data" not in body:
+        raise ValidationError("is required", field="data", code="validation.required")
+    data = require_object(body["data"], "data")
+    metadata = optional_object(body, "metadata")
+
+    user = data.get("user_id", metadata.get("user_id"))
+    if user is None:
+        raise ValidationError(
+            "a user id is required in data.user_id or metadata.user_id",
+            field="data.user_id",
+            code="validation.required",
+        )
+    user_field = "data.user_id" if "user_id" in data else "metadata.user_id"
+
+    event_id = idempotency_key if idempotency_key is not None else metadata.get("event_id")
+    id_field = "Idempotency-Key" if idempotency_key is not None else "metadata.event_id"
+    send_at = body.get("send_at")
+    occurred_at = metadata.get("occurred_at")
+    return Envelope(
+        id=new_event_id() if event_id is None else identifier(event_id, id_field),
+        tenant=tenant,
+        topic=topic,
+        type=optional_string(metadata, "type", path="metadata.") or topic,
+        user_id=identifier(user, user_field),
+        occurred_at=received_at
+        if occurred_at is None
+        else timestamp(occurred_at, "metadata.occurred_at", require_offset=True),
+        received_at=received_at,
+        dialect=NAME,
+        data=data,
+        metadata=metadata,
+        send_at=None if send_at is None else timestamp(send_at, "send_at", require_offset=True),
+        wait_group_instance_id=optional_string(body, "wait_group_instance_id"),
+    )

@@ -1,0 +1,1 @@
+"""The HTTP edge: producers publish events here; they land durably in Kafka."""

@@ -1,0 +1,92 @@
+"""`sluice up`: a local broker (unless one is given), a producer and a worker, stopped together."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from contextlib import suppress
+from pathlib import Path
+
+from app.kafka_local import wait_for_kafka
+from app.settings import Settings
+from app.tenants import parse_plain_keys
+
+
+async def _spawn(name: str, env: dict[str, str], log_file: Path | None = None) -> asyncio.subprocess.Process:
+    out = None
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        out = log_file.open("ab")
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "app", name, env=env, stdout=out, stderr=out, start_new_session=True
+    )
+
+
+async def _stop(process: asyncio.subprocess.Process, timeout: float = 20.0) -> None:
+    if process.returncode is not None:
+        return
+    with suppress(ProcessLookupError):
+        process.send_signal(signal.SIGTERM)
+    try:
+        await asyncio.wait_for(process.wait(), timeout)
+    except TimeoutError:
+        with suppress(ProcessLookupError):
+            process.kill()
+        await process.wait()
+
+
+async def up(settings: Settings) -> int:
+    env = dict(os.environ)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    broker = None
+    if not settings.kafka_bootstrap_servers:
+        kafka_log = settings.data_dir / "kafka.log"
+        print(f"starting Kafka on {settings.bootstrap} (log: {kafka_log})", flush=True)
+        broker = await _spawn("kafka", env, kafka_log)
+        waiter = asyncio.ensure_future(wait_for_kafka(settings.bootstrap, timeout=120))
+        exited = asyncio.ensure_future(broker.wait())
+        await asyncio.wait({waiter, exited, asyncio.ensure_future(stop.wait())}, return_when=asyncio.FIRST_COMPLETED)
+        if not waiter.done() or waiter.exception() is not None:
+            waiter.cancel()
+            await _stop(broker)
+            print(f"Kafka did not start; see {kafka_log}", file=sys.stderr)
+            return 1
+        exited.cancel()
+    env["SLUICE_KAFKA_BOOTSTRAP_SERVERS"] = settings.bootstrap
+
+    children = {"producer": await _spawn("producer", env), "worker": await _spawn("worker", env)}
+    _banner(settings)
+    waits = {asyncio.ensure_future(p.wait()): name for name, p in children.items()}
+    stopper = asyncio.ensure_future(stop.wait())
+    done, _ = await asyncio.wait({*waits, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    failed = [waits[task] for task in done if task in waits]
+    for name in failed:
+        print(f"sluice {name} exited with code {children[name].returncode}; stopping", file=sys.stderr)
+    print("stopping Sluice...", flush=True)
+    await asyncio.gather(*(_stop(p) for p in children.values()))
+    if broker is not None:
+        await _stop(broker, timeout=60)
+    stopper.cancel()
+    return 1 if failed else 0
+
+
+def _banner(settings: Settings) -> None:
+    keys = [item.strip() for item in settings.api_keys.split(",") if item.strip()]
+    tenants = parse_plain_keys(settings.api_keys)
+    lines = [
+        "",
+        "Sluice is starting:",
+        f"  producer  http://{settings.producer_host}:{settings.producer_port}",
+        f"  worker    http://{settings.worker_host}:{settings.worker_port}",
+        f"  kafka     {settings.bootstrap}",
+    ]
+    if tenants:
+        lines += [f"  API key   {item.rpartition(':')[0]}  (tenant {item.rpartition(':')[2]})" for item in keys]
+    lines += ["Ctrl-C stops everything.", ""]
+    print("\n".join(lines), flush=True)

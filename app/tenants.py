@@ -1,0 +1,89 @@
+"""API keys map to tenants: plain keys from SLUICE_API_KEYS, SHA-256 hashed keys from a YAML file."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from app.errors import ConfigError, Unauthorized
+
+TENANT = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+class KeyRing:
+    """Resolves a presented API key to its tenant. Only hashes are held in memory."""
+
+    def __init__(self, tenants_by_hash: Mapping[str, str]) -> None:
+        self._tenants = dict(tenants_by_hash)
+
+    def __len__(self) -> int:
+        return len(self._tenants)
+
+    @classmethod
+    def from_sources(cls, api_keys: str, keys_file: Path | None) -> KeyRing:
+        tenants = parse_plain_keys(api_keys)
+        if keys_file is not None:
+            for digest, tenant in load_keys_file(keys_file).items():
+                tenants.setdefault(digest, tenant)
+        return cls(tenants)
+
+    def tenant_for(self, key: str | None) -> str:
+        if not key:
+            raise Unauthorized(
+                "missing API key: send 'X-API-Key: <key>' or 'Authorization: Bearer <key>'",
+                field="X-API-Key",
+                code="missing_api_key",
+            )
+        # A dict lookup on the digest does not leak how much of a key matched.
+        tenant = self._tenants.get(hash_key(key))
+        if tenant is None:
+            raise Unauthorized("unknown API key", field="X-API-Key", code="invalid_api_key")
+        return tenant
+
+
+def parse_plain_keys(text: str) -> dict[str, str]:
+    tenants: dict[str, str] = {}
+    for index, item in enumerate(part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        key, sep, tenant = item.rpartition(":")
+        if not sep or not key or not TENANT.fullmatch(tenant):
+            raise ConfigError(
+                f"SLUICE_API_KEYS entry {index + 1}: expected key:tenant with a lower-case tenant name",
+                field="SLUICE_API_KEYS",
+            )
+        tenants[hash_key(key)] = tenant
+    return tenants
+
+
+def load_keys_file(path: Path) -> dict[str, str]:
+    """Read `keys: [{sha256: <hex>, tenant: <name>}, ...]`."""
+    try:
+        raw: Any = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read keys file: {exc}", field="SLUICE_KEYS_FILE") from exc
+    entries = raw.get("keys") if isinstance(raw, dict) else None
+    if not isinstance(entries, list):
+        raise ConfigError(f"{path}: expected a mapping with a 'keys' list", field="keys")
+    tenants: dict[str, str] = {}
+    for index, entry in enumerate(entries):
+        where = f"{path}: keys[{index}]"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where}: must be a mapping", field=f"keys[{index}]")
+        digest, tenant = entry.get("sha256"), entry.get("tenant")
+        if not isinstance(digest, str) or not SHA256_HEX.fullmatch(digest.lower()):
+            raise ConfigError(f"{where}.sha256: must be 64 hex digits", field=f"keys[{index}].sha256")
+        if not isinstance(tenant, str) or not TENANT.fullmatch(tenant):
+            raise ConfigError(f"{where}.tenant: must be a lower-case tenant name", field=f"keys[{index}].tenant")
+        tenants[digest.lower()] = tenant
+    return tenants

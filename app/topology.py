@@ -1,0 +1,83 @@
+"""The Kafka topics a deployment uses, named in one place, and their creation."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from app.errors import ConfigError
+from app.settings import Settings
+from app.topics import Catalog
+
+log = logging.getLogger(__name__)
+
+EFFECTS = "effects"
+DEAD_LETTERS = "dead-letters"
+TOPIC_ALREADY_EXISTS = 36
+
+
+@dataclass(frozen=True, slots=True)
+class Topology:
+    """Kafka topic names, already inside the deployment's namespace."""
+
+    events: Mapping[str, str]  # topic slug -> Kafka topic
+    effects: str
+    dead_letters: str
+    partitions: int
+    replication_factor: int
+
+    @classmethod
+    def of(cls, settings: Settings, catalog: Catalog) -> Topology:
+        return cls(
+            events={slug: settings.kafka_topic(spec.kafka_topic) for slug, spec in catalog.items()},
+            effects=settings.kafka_topic(EFFECTS),
+            dead_letters=settings.kafka_topic(DEAD_LETTERS),
+            partitions=settings.partitions,
+            replication_factor=settings.replication_factor,
+        )
+
+    @property
+    def all_topics(self) -> list[str]:
+        return [*self.events.values(), self.effects, self.dead_letters]
+
+    def slug_of(self, kafka_topic: str) -> str | None:
+        for slug, name in self.events.items():
+            if name == kafka_topic:
+                return slug
+        return None
+
+
+async def ensure_topics(bootstrap: str, topology: Topology) -> None:
+    """Create missing topics; refuse to run on topics whose partition count differs.
+
+    Every event topic, the effects topic and the worker's tables share one partition
+    count, so one user's partition number is the same everywhere (co-partitioning).
+    """
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="sluice-admin")
+    await admin.start()
+    try:
+        wanted = topology.all_topics
+        response = await admin.create_topics(
+            [NewTopic(name, topology.partitions, topology.replication_factor) for name in wanted]
+        )
+        for result in response.to_object()["topic_errors"]:
+            if result["error_code"] not in (0, TOPIC_ALREADY_EXISTS):
+                raise ConfigError(
+                    f"cannot create Kafka topic {result['topic']}: {result['error_message']}",
+                    field=result["topic"],
+                )
+            if result["error_code"] == 0:
+                log.info("created Kafka topic %s (%d partitions)", result["topic"], topology.partitions)
+        for described in await admin.describe_topics(wanted):
+            count = len(described["partitions"])
+            if count != topology.partitions:
+                raise ConfigError(
+                    f"Kafka topic {described['topic']} has {count} partitions, Sluice is set to "
+                    f"{topology.partitions} (SLUICE_PARTITIONS); they must match",
+                    field="SLUICE_PARTITIONS",
+                )
+    finally:
+        await admin.close()

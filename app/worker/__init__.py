@@ -1,0 +1,1 @@
+"""The Faust edge: agents keyed by user apply each topic's rules and send effects."""

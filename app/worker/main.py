@@ -1,0 +1,51 @@
+"""Build the Faust app from settings and topic specs; the one place that does."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import faust
+
+from app.schemas import SchemaSet
+from app.settings import Settings
+from app.topics import Catalog
+from app.topology import Topology, ensure_topics
+from app.worker import agents
+
+
+def build_app(settings: Settings) -> faust.App:
+    catalog = Catalog.load(settings.topics_dir)
+    schemas = SchemaSet.load(settings.schemas_dir)
+    topology = Topology.of(settings, catalog)
+    datadir = (settings.data_dir / "worker").resolve()
+    datadir.mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        settings.group_id,
+        broker=[f"kafka://{server}" for server in settings.bootstrap.split(",")],
+        store="rocksdb://",
+        datadir=str(datadir),
+        autodiscover=False,
+        topic_partitions=topology.partitions,
+        topic_replication_factor=topology.replication_factor,
+        producer_acks=-1,
+        consumer_auto_offset_reset="earliest",
+        web_host=settings.worker_host,
+        web_bind=settings.worker_host,
+        web_port=settings.worker_port,
+        web_transport="tcp://",
+    )
+    agents.register(app, settings, catalog, schemas, topology)
+    return app
+
+
+def run(settings: Settings) -> int:
+    """`sluice worker`: create the topics, then run the Faust worker until SIGINT/SIGTERM."""
+    catalog = Catalog.load(settings.topics_dir)
+    asyncio.run(ensure_topics(settings.bootstrap, Topology.of(settings, catalog)))
+    app = build_app(settings)
+    # Faust's worker owns its own event loop and the process's signal handlers.
+    asyncio.set_event_loop(asyncio.new_event_loop())
+    worker = faust.Worker(app, loglevel=logging.getLevelName(settings.log_level.upper()), quiet=True)
+    worker.execute_from_commandline()
+    return 0

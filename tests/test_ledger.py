@@ -1,0 +1,166 @@
+"""The ledger under crashes: any prefix of writes and effects may survive; the outcome never changes."""
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from app import ledger
+from app.envelope import Envelope
+from app.rules import Fact, UserState, apply
+from app.topics import Catalog
+
+REPO = Path(__file__).resolve().parents[1]
+ORDERS = Catalog.load(REPO / "topics")["orders"]
+T0 = datetime(2026, 11, 1, tzinfo=UTC)
+WINDOW = 7 * 24 * 3600
+SOURCE = "events.orders"
+
+
+def envelope(event_id: str, user: str, kind: str) -> Envelope:
+    return Envelope(
+        id=event_id,
+        tenant="t",
+        topic="orders",
+        type=kind,
+        user_id=user,
+        occurred_at=T0,
+        received_at=T0,
+        dialect="pubsub",
+    )
+
+
+def run(event: Envelope, offset: int, table: dict[bytes, bytes], now: datetime = T0) -> ledger.Step:
+    entry_key, user_key = ledger.keys(event)
+    return ledger.step(
+        event,
+        source_topic=SOURCE,
+        offset=offset,
+        entry_raw=table.get(entry_key),
+        user_raw=table.get(user_key),
+        rules=ORDERS.rules,
+        rules_version=ORDERS.rules_version,
+        now=now,
+        dedupe_window_s=WINDOW,
+    )
+
+
+def totals(table: dict[bytes, bytes], tenant: str, user: str) -> dict[str, Any]:
+    raw = table.get(orjson.dumps(["u", tenant, user]))
+    return orjson.loads(raw)["state"] if raw else UserState().to_dict()
+
+
+def test_first_delivery_applies_and_a_resend_is_a_duplicate() -> None:
+    table: dict[bytes, bytes] = {}
+    first = run(envelope("e1", "u1", "orders"), 0, table)
+    assert first.outcome is ledger.Outcome.APPLIED
+    assert [key for key, _ in first.writes] == list(ledger.keys(envelope("e1", "u1", "orders")))
+    table.update(first.writes)
+    again = run(envelope("e1", "u1", "orders"), 1, table)
+    assert again.outcome is ledger.Outcome.DUPLICATE
+    assert again.writes == () and again.effect is None
+    assert first.effect is not None and first.effect["totals"]["coins"] == 10
+
+
+def test_redelivery_of_the_same_record_replays_the_same_effect() -> None:
+    table: dict[bytes, bytes] = {}
+    event = envelope("e1", "u1", "orders")
+    first = run(event, 0, table)
+    table.update(first.writes[:1])  # crashed after the entry, before the user record
+    again = run(event, 0, table)
+    assert again.outcome is ledger.Outcome.REDELIVERED
+    assert again.effect == first.effect
+    table.update(again.writes)
+    assert totals(table, "t", "u1") == {"coins": 10, "counters": {"orders": 1}}
+
+
+def test_entries_expire_after_the_window() -> None:
+    table: dict[bytes, bytes] = {}
+    table.update(run(envelope("e1", "u1", "orders"), 0, table).writes)
+    later = T0 + timedelta(seconds=WINDOW + 1)
+    assert run(envelope("e1", "u1", "orders"), 5, table, now=later).outcome is ledger.Outcome.APPLIED
+
+
+@dataclass
+class Partition:
+    """One source partition, its changelog (the table) and the effects written, with crashes."""
+
+    table: dict[bytes, bytes] = field(default_factory=dict)
+    pending_writes: list[tuple[bytes, bytes]] = field(default_factory=list)
+    effects: list[dict[str, Any]] = field(default_factory=list)
+    pending_effects: list[dict[str, Any]] = field(default_factory=list)
+    committed: int = 0  # next offset to read after a restart
+
+    def crash(self, keep_writes: int, keep_effects: int) -> None:
+        # Unflushed changelog writes and effect sends are lost from the end, each stream on its own.
+        for key, value in self.pending_writes[:keep_writes]:
+            self.table[key] = value
+        self.effects.extend(self.pending_effects[:keep_effects])
+        self.pending_writes.clear()
+        self.pending_effects.clear()
+
+    def commit(self, offset: int) -> None:
+        self.table.update(self.pending_writes)
+        self.effects.extend(self.pending_effects)
+        self.pending_writes.clear()
+        self.pending_effects.clear()
+        self.committed = offset
+
+
+records = st.lists(
+    st.tuples(
+        st.sampled_from([f"e{i}" for i in range(12)]),
+        st.sampled_from(["u1", "u2", "u3"]),
+        st.sampled_from(["orders", "order_placed", "refund"]),
+    ),
+    min_size=1,
+    max_size=40,
+)
+crashes = st.lists(st.tuples(st.integers(0, 40), st.integers(0, 80), st.integers(0, 80)), max_size=4)
+
+
+@settings(max_examples=300, deadline=None)
+@given(records, crashes, st.integers(1, 5))
+def test_crashes_never_lose_or_double_an_effect(
+    log: list[tuple[str, str, str]], crash_plan: list[tuple[int, int, int]], commit_every: int
+) -> None:
+    part = Partition()
+    crash_at = {at: (w, e) for at, w, e in crash_plan}
+    offset = 0
+    steps = 0
+    while offset < len(log):
+        event_id, user, kind = log[offset]
+        # The first delivery of an id wins: later ones carry the same id with other content.
+        result = run(envelope(event_id, user, kind), offset, {**part.table, **dict(part.pending_writes)})
+        part.pending_writes.extend(result.writes)
+        if result.effect is not None:
+            part.pending_effects.append(dict(result.effect))
+        steps += 1
+        offset += 1
+        if steps in crash_at:
+            keep_writes, keep_effects = crash_at.pop(steps)
+            part.crash(keep_writes, keep_effects)
+            offset = part.committed
+        elif offset % commit_every == 0 or offset == len(log):
+            part.commit(offset)
+
+    expected: dict[str, UserState] = {}
+    firsts: dict[str, tuple[str, str]] = {}
+    for event_id, user, kind in log:
+        if event_id in firsts:
+            continue
+        firsts[event_id] = (user, kind)
+        expected[user], _ = apply(expected.get(user, UserState()), Fact(kind, T0), ORDERS.rules)
+    for user, state in expected.items():
+        assert totals(part.table, "t", user) == state.to_dict()
+    by_id: dict[str, list[dict[str, Any]]] = {}
+    for effect in part.effects:
+        by_id.setdefault(effect["event_id"], []).append(effect)
+    assert set(by_id) == set(firsts)
+    for event_id, effects in by_id.items():
+        assert all(effect == effects[0] for effect in effects), event_id
+        assert effects[0]["user_id"] == firsts[event_id][0]

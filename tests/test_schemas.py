@@ -1,0 +1,66 @@
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from app.envelope import Envelope
+from app.errors import ConfigError, SchemaError
+from app.schemas import MARKER, SchemaSet, fingerprint_of
+
+REPO = Path(__file__).resolve().parents[1]
+SCHEMAS = SchemaSet.load(REPO / "schemas")
+AT = datetime(2026, 11, 23, 12, 0, 0, 123000, tzinfo=UTC)
+
+
+def event() -> Envelope:
+    return Envelope(
+        id="e1",
+        tenant="dev",
+        topic="orders",
+        type="orders",
+        user_id="u1",
+        occurred_at=AT,
+        received_at=AT,
+        dialect="pubsub",
+        data={"amount": 3, "nested": {"a": [1, 2]}},
+        metadata={"k": "v"},
+        send_at=AT,
+    )
+
+
+def test_envelope_round_trips_through_single_object_encoding() -> None:
+    encoded = event().encode(SCHEMAS["event"])
+    assert encoded[:2] == MARKER
+    assert encoded[2:10] == SCHEMAS["event"].fingerprint
+    assert Envelope.decode(SCHEMAS["event"], encoded) == event()
+
+
+def test_any_record_decodes_by_its_fingerprint() -> None:
+    name, record = SCHEMAS.decode(event().encode(SCHEMAS["event"]))
+    assert name == "event"
+    assert record["user_id"] == "u1"
+
+
+def test_fingerprint_is_crc64_avro_little_endian() -> None:
+    # Avro's share/test/data/schema-tests.txt: CRC-64-AVRO of "int" is 8247732601305521295
+    # (0x7275d51a3f395c8f); single-object encoding writes it little-endian.
+    assert fingerprint_of("int") == (8247732601305521295).to_bytes(8, "little")
+    assert SCHEMAS["event"].encode(event().to_record())[2:10] == fingerprint_of(SCHEMAS["event"].parsed)
+
+
+@pytest.mark.parametrize("data", [b"", b"{}", b"\xc3\x01" + b"\x00" * 8 + b"x"])
+def test_foreign_bytes_are_refused(data: bytes) -> None:
+    with pytest.raises(SchemaError):
+        SCHEMAS.decode(data)
+
+
+def test_a_truncated_record_is_refused() -> None:
+    encoded = event().encode(SCHEMAS["event"])
+    with pytest.raises(SchemaError):
+        SCHEMAS["event"].decode(encoded[:20])
+
+
+def test_bad_schema_file_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / "x.avsc").write_text('{"type": "record"}')
+    with pytest.raises(ConfigError, match=r"x\.avsc"):
+        SchemaSet.load(tmp_path)
