@@ -42,6 +42,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = Settings.from_env()
         logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        if settings.log_level != "debug":
+            # aiokafka narrates every group join and metadata change at INFO.
+            logging.getLogger("aiokafka").setLevel(logging.WARNING)
         return _run(args, settings)
     except SluiceError as exc:
         print(f"sluice {args.command}: {exc.message}", file=sys.stderr)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from app.kafka_local import wait_for_kafka
 from app.settings import Settings
-from app.tenants import parse_plain_keys
+from app.tenants import dev_keys
 
 
 async def _spawn(name: str, env: dict[str, str], log_file: Path | None = None) -> asyncio.subprocess.Process:
@@ -77,8 +77,6 @@ async def up(settings: Settings) -> int:
 
 
 def _banner(settings: Settings) -> None:
-    keys = [item.strip() for item in settings.api_keys.split(",") if item.strip()]
-    tenants = parse_plain_keys(settings.api_keys)
     lines = [
         "",
         "Sluice is starting:",
@@ -86,7 +84,7 @@ def _banner(settings: Settings) -> None:
         f"  worker    http://{settings.worker_host}:{settings.worker_port}",
         f"  kafka     {settings.bootstrap}",
     ]
-    if tenants:
-        lines += [f"  API key   {item.rpartition(':')[0]}  (tenant {item.rpartition(':')[2]})" for item in keys]
+    for key, tenant in dev_keys(settings.api_keys):
+        lines.append(f"  API key   {key}  (tenant {tenant})")
     lines += ["Ctrl-C stops everything.", ""]
     print("\n".join(lines), flush=True)

@@ -51,8 +51,9 @@ class KeyRing:
         return tenant
 
 
-def parse_plain_keys(text: str) -> dict[str, str]:
-    tenants: dict[str, str] = {}
+def dev_keys(text: str) -> list[tuple[str, str]]:
+    """The (key, tenant) pairs of SLUICE_API_KEYS, checked."""
+    pairs: list[tuple[str, str]] = []
     for index, item in enumerate(part.strip() for part in text.split(",")):
         if not item:
             continue
@@ -62,8 +63,12 @@ def parse_plain_keys(text: str) -> dict[str, str]:
                 f"SLUICE_API_KEYS entry {index + 1}: expected key:tenant with a lower-case tenant name",
                 field="SLUICE_API_KEYS",
             )
-        tenants[hash_key(key)] = tenant
-    return tenants
+        pairs.append((key, tenant))
+    return pairs
+
+
+def parse_plain_keys(text: str) -> dict[str, str]:
+    return {hash_key(key): tenant for key, tenant in dev_keys(text)}
 
 
 def load_keys_file(path: Path) -> dict[str, str]:

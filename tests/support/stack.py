@@ -120,23 +120,30 @@ class Stack:
 
     async def start_producer(self, timeout: float = 60.0) -> None:
         producer = self.start("producer")
-        deadline = time.monotonic() + timeout
-        async with aiohttp.ClientSession() as http:
-            while time.monotonic() < deadline:
-                if not producer.running():
-                    raise RuntimeError(f"producer exited:\n{producer.log_tail()}")
-                try:
-                    async with http.get(self.url + "/health") as response:
-                        if response.status == 200:
-                            return
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.2)
-        raise TimeoutError(f"producer not ready after {timeout}s:\n{producer.log_tail()}")
+        await wait_for_health(self.url, producer.running, producer.log_tail, timeout)
 
     def stop(self) -> None:
         for process in self.processes.values():
             process.stop()
+
+
+async def wait_for_health(
+    url: str, running: Callable[[], bool], log_tail: Callable[[], str], timeout: float = 60.0
+) -> None:
+    """Poll GET /health until it answers 200; fail early, with the log, if the process dies."""
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as http:
+        while time.monotonic() < deadline:
+            if not running():
+                raise RuntimeError(f"process exited:\n{log_tail()}")
+            try:
+                async with http.get(url + "/health") as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.2)
+    raise TimeoutError(f"{url} not healthy after {timeout}s:\n{log_tail()}")
 
 
 async def read_until(

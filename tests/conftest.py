@@ -1,0 +1,90 @@
+"""One real Kafka broker for the whole session; tests marked `integration` use it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from app.kafka_local import LocalBroker, wait_for_kafka
+from app.settings import Settings
+
+KAFKA_IMAGE = "apache/kafka:4.0.1"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _docker_answers() -> bool:
+    try:
+        import docker
+
+        docker.from_env(timeout=3).ping()
+        return True
+    except Exception:  # no SDK, no socket, no daemon: all mean "no Docker here"
+        return False
+
+
+def _kafka_container() -> Iterator[str]:
+    # testcontainers' KafkaContainer drives Confluent images only (its KRaft mode refuses tags
+    # below 7.0.0), so the official image runs as a plain container in single-node KRaft.
+    from testcontainers.core.container import DockerContainer
+
+    port = _free_port()
+    container = (
+        DockerContainer(KAFKA_IMAGE)
+        .with_bind_ports(9092, port)
+        .with_envs(
+            KAFKA_NODE_ID="1",
+            KAFKA_PROCESS_ROLES="broker,controller",
+            KAFKA_LISTENERS="PLAINTEXT://:9092,CONTROLLER://:9093",
+            KAFKA_ADVERTISED_LISTENERS=f"PLAINTEXT://127.0.0.1:{port}",
+            KAFKA_CONTROLLER_LISTENER_NAMES="CONTROLLER",
+            KAFKA_LISTENER_SECURITY_PROTOCOL_MAP="CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            KAFKA_CONTROLLER_QUORUM_VOTERS="1@localhost:9093",
+            KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR="1",
+            KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR="1",
+            KAFKA_TRANSACTION_STATE_LOG_MIN_ISR="1",
+            KAFKA_SHARE_COORDINATOR_STATE_TOPIC_REPLICATION_FACTOR="1",
+            KAFKA_SHARE_COORDINATOR_STATE_TOPIC_MIN_ISR="1",
+            KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS="0",
+            KAFKA_AUTO_CREATE_TOPICS_ENABLE="false",
+        )
+    )
+    with container:
+        bootstrap = f"127.0.0.1:{port}"
+        asyncio.run(wait_for_kafka(bootstrap, timeout=120))
+        yield bootstrap
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """KAFKA_BOOTSTRAP_SERVERS if set; else a testcontainers broker if Docker answers; else a local JVM broker."""
+    given = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if given:
+        yield given
+        return
+    if _docker_answers():
+        yield from _kafka_container()
+        return
+    folder = tmp_path_factory.mktemp("kafka")
+    broker = LocalBroker(
+        home=Settings.from_env({}).kafka_home,
+        data_dir=folder / "data",
+        port=_free_port(),
+        controller_port=_free_port(),
+        log_file=folder / "broker.log",
+    )
+    broker.start()
+    try:
+        asyncio.run(broker.wait_ready(timeout=120))
+        yield broker.bootstrap
+    finally:
+        broker.stop()
