@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import re
 import shutil
@@ -158,6 +159,13 @@ def _quiet(name: str) -> Iterator[None]:
         logger.setLevel(level)
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: a broker must not outlive a `sluice kafka` that was SIGKILLed."""
+    if sys.platform == "linux":
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 class LocalBroker:
     """One single-node KRaft broker (broker and controller in one JVM) on 127.0.0.1."""
 
@@ -236,6 +244,7 @@ class LocalBroker:
             [java, *self._jvm_options(), *base[1:], "kafka.Kafka", str(config)],
             stdout=out,
             stderr=out,
+            preexec_fn=_die_with_parent,
         )
 
     def _jvm_options(self) -> list[str]:

@@ -7,8 +7,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError
 
-from app.errors import ConfigError
+from app.errors import ConfigError, Unavailable
 from app.settings import Settings
 from app.topics import Catalog
 
@@ -57,7 +58,15 @@ async def ensure_topics(bootstrap: str, topology: Topology) -> None:
     count, so one user's partition number is the same everywhere (co-partitioning).
     """
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="sluice-admin")
-    await admin.start()
+    try:
+        await admin.start()
+    except KafkaError as exc:
+        await admin.close()
+        raise Unavailable(
+            f"cannot reach Kafka at {bootstrap} ({exc}); start one with `sluice kafka` or set "
+            "SLUICE_KAFKA_BOOTSTRAP_SERVERS",
+            field="SLUICE_KAFKA_BOOTSTRAP_SERVERS",
+        ) from exc
     try:
         wanted = topology.all_topics
         response = await admin.create_topics(
