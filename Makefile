@@ -9,7 +9,7 @@ INSTALLED := $(VENV)/.installed
 KAFKA_JARS := $(VENV)/.kafka-jars
 export SLUICE_API_KEYS ?= dev_key_123:dev
 
-.PHONY: run test lint unit integration clean
+.PHONY: run test lint unit integration bench-ingest clean
 
 run: $(INSTALLED) $(KAFKA_JARS)
 	$(BIN)/sluice up
@@ -22,6 +22,10 @@ unit: $(INSTALLED)
 
 integration: $(INSTALLED) $(KAFKA_JARS)
 	$(BIN)/pytest -m integration
+
+# Starts its own broker (unless KAFKA_BOOTSTRAP_SERVERS) and producer; prints events/s, p50/p99.
+bench-ingest: $(INSTALLED) $(KAFKA_JARS)
+	$(BIN)/sluice bench ingest
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check app tests

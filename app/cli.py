@@ -1,4 +1,4 @@
-"""The `sluice` command line: up | kafka | producer | worker | tail | hash-key."""
+"""The `sluice` command line: up | kafka | producer | worker | tail | bench | hash-key."""
 
 from __future__ import annotations
 
@@ -28,10 +28,16 @@ def _parser() -> argparse.ArgumentParser:
     worker = commands.add_parser("worker", help="run a Faust worker")
     worker.add_argument("--port", type=int, help="web port (SLUICE_WORKER_PORT, default 6066)")
     tail = commands.add_parser("tail", help="print decoded records of a stream as JSON lines")
-    tail.add_argument("stream", help="'effects', 'dead-letters' or a topic slug")
+    tail.add_argument("stream", help="'effects', 'dlq.<tenant>', 'dlq' (the worker's) or a topic slug")
     tail.add_argument("--from-beginning", action="store_true", help="start at the oldest record")
     tail.add_argument("--max", type=int, help="exit after this many records")
     tail.add_argument("--timeout", type=float, help="exit after this many seconds without a record")
+    bench = commands.add_parser("bench", help="benchmarks: `sluice bench ingest`")
+    bench.add_argument("what", choices=["ingest"])
+    bench.add_argument("--events", type=int, default=100_000, help="events per endpoint")
+    bench.add_argument("--batch", type=int, default=500, help="events per request")
+    bench.add_argument("--connections", type=int, default=8, help="concurrent keep-alive connections")
+    bench.add_argument("--endpoints", default="usage,analytics,segment", help="usage, analytics, segment")
     hash_key = commands.add_parser("hash-key", help="print the SHA-256 of an API key, for SLUICE_KEYS_FILE")
     hash_key.add_argument("key")
     return parser
@@ -87,6 +93,11 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         from app.tail import tail
 
         return asyncio.run(tail(settings, args.stream, args.from_beginning, args.max, args.timeout))
+    if args.command == "bench":
+        from app.bench import bench_ingest
+
+        endpoints = [name.strip() for name in args.endpoints.split(",") if name.strip()]
+        return asyncio.run(bench_ingest(settings, args.events, args.batch, args.connections, endpoints))
     if args.command == "hash-key":
         from app.tenants import hash_key
 

@@ -49,6 +49,15 @@ class ValidationError(RequestError):
     code = "validation"
 
 
+class InvalidFields(ValidationError):
+    """Several fields of one event are wrong at once; `errors` holds one ValidationError per field."""
+
+    def __init__(self, errors: list[ValidationError]) -> None:
+        first = errors[0]
+        super().__init__("; ".join(f"{e.field}: {e.message}" for e in errors), field=first.field, code=first.code)
+        self.errors = errors
+
+
 class MalformedBody(RequestError):
     """The body is not JSON, or not the JSON document the endpoint expects."""
 

@@ -25,7 +25,9 @@ def _default(value: Any) -> Any:
 async def tail(settings: Settings, stream: str, from_beginning: bool, limit: int | None, timeout: float | None) -> int:
     topology = Topology.of(settings, Catalog.load(settings.topics_dir))
     schemas = SchemaSet.load(settings.schemas_dir)
-    named = {"effects": topology.effects, "dead-letters": topology.dead_letters, **topology.events}
+    named = {"effects": topology.effects, "dlq": topology.dead_letters, **topology.events}
+    if stream.startswith("dlq."):
+        named[stream] = topology.tenant_dead_letters(stream.removeprefix("dlq."))
     if stream not in named:
         raise NotFound(f"no stream {stream!r}; known: {', '.join(sorted(named))}", field="stream")
     consumer = AIOKafkaConsumer(

@@ -5,12 +5,13 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from app.errors import ConfigError, Unauthorized
+from app.errors import ConfigError, Forbidden, Unauthorized
 
 TENANT = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")
@@ -20,24 +21,43 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-class KeyRing:
-    """Resolves a presented API key to its tenant. Only hashes are held in memory."""
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who a key speaks for, and which topics it may write (None: all of its tenant's)."""
 
-    def __init__(self, tenants_by_hash: Mapping[str, str]) -> None:
-        self._tenants = dict(tenants_by_hash)
+    tenant: str
+    topics: frozenset[str] | None = None
+
+    def check_topic(self, slug: str) -> None:
+        if self.topics is not None and slug not in self.topics:
+            raise Forbidden(f"this API key may not write to topic {slug!r}", field="topic_slug", code="topic_forbidden")
+
+
+class KeyRing:
+    """Resolves a presented API key to its principal. Only hashes are held in memory."""
+
+    def __init__(self, principals_by_hash: Mapping[str, Principal]) -> None:
+        self._principals = dict(principals_by_hash)
 
     def __len__(self) -> int:
-        return len(self._tenants)
+        return len(self._principals)
+
+    @property
+    def tenants(self) -> frozenset[str]:
+        return frozenset(principal.tenant for principal in self._principals.values())
 
     @classmethod
     def from_sources(cls, api_keys: str, keys_file: Path | None) -> KeyRing:
-        tenants = parse_plain_keys(api_keys)
+        principals = {digest: Principal(tenant) for digest, tenant in parse_plain_keys(api_keys).items()}
         if keys_file is not None:
-            for digest, tenant in load_keys_file(keys_file).items():
-                tenants.setdefault(digest, tenant)
-        return cls(tenants)
+            for digest, principal in load_keys_file(keys_file).items():
+                principals.setdefault(digest, principal)
+        return cls(principals)
 
     def tenant_for(self, key: str | None) -> str:
+        return self.principal_for(key).tenant
+
+    def principal_for(self, key: str | None) -> Principal:
         if not key:
             raise Unauthorized(
                 "missing API key: send 'X-API-Key: <key>' or 'Authorization: Bearer <key>'",
@@ -45,10 +65,10 @@ class KeyRing:
                 code="missing_api_key",
             )
         # A dict lookup on the digest does not leak how much of a key matched.
-        tenant = self._tenants.get(hash_key(key))
-        if tenant is None:
+        principal = self._principals.get(hash_key(key))
+        if principal is None:
             raise Unauthorized("unknown API key", field="X-API-Key", code="invalid_api_key")
-        return tenant
+        return principal
 
 
 def dev_keys(text: str) -> list[tuple[str, str]]:
@@ -71,8 +91,8 @@ def parse_plain_keys(text: str) -> dict[str, str]:
     return {hash_key(key): tenant for key, tenant in dev_keys(text)}
 
 
-def load_keys_file(path: Path) -> dict[str, str]:
-    """Read `keys: [{sha256: <hex>, tenant: <name>}, ...]`."""
+def load_keys_file(path: Path) -> dict[str, Principal]:
+    """Read `keys: [{sha256: <hex>, tenant: <name>, topics: [<slug>, ...]}, ...]` (topics optional)."""
     try:
         raw: Any = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
@@ -80,7 +100,7 @@ def load_keys_file(path: Path) -> dict[str, str]:
     entries = raw.get("keys") if isinstance(raw, dict) else None
     if not isinstance(entries, list):
         raise ConfigError(f"{path}: expected a mapping with a 'keys' list", field="keys")
-    tenants: dict[str, str] = {}
+    principals: dict[str, Principal] = {}
     for index, entry in enumerate(entries):
         where = f"{path}: keys[{index}]"
         if not isinstance(entry, dict):
@@ -90,5 +110,8 @@ def load_keys_file(path: Path) -> dict[str, str]:
             raise ConfigError(f"{where}.sha256: must be 64 hex digits", field=f"keys[{index}].sha256")
         if not isinstance(tenant, str) or not TENANT.fullmatch(tenant):
             raise ConfigError(f"{where}.tenant: must be a lower-case tenant name", field=f"keys[{index}].tenant")
-        tenants[digest.lower()] = tenant
-    return tenants
+        topics = entry.get("topics")
+        if topics is not None and not (isinstance(topics, list) and all(isinstance(t, str) for t in topics)):
+            raise ConfigError(f"{where}.topics: must be a list of topic slugs", field=f"keys[{index}].topics")
+        principals[digest.lower()] = Principal(tenant, None if topics is None else frozenset(topics))
+    return principals

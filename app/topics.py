@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,10 @@ from app.rules import Rule, parse_rules, rules_version
 
 SLUG = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 KAFKA_NAME = re.compile(r"[A-Za-z0-9._-]{1,200}")
-KNOWN_KEYS = {"description", "kafka_topic", "rules"}
+KNOWN_KEYS = {"description", "kafka_topic", "endpoint", "audiences", "rules"}
+# Dialect endpoints without a topic in their path; a topic file claims one with `endpoint:`.
+ENDPOINTS = ("usage", "analytics", "gamification", "segment")
+AUDIENCE = re.compile(r"[a-z][a-z0-9_]{0,31}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +28,9 @@ class TopicSpec:
     description: str
     rules: tuple[Rule, ...]
     rules_version: str
+    endpoint: str | None = None
+    # audience -> event types registered for it; empty means any audience and any type.
+    audiences: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
 
 class Catalog(Mapping[str, TopicSpec]):
@@ -57,7 +63,21 @@ class Catalog(Mapping[str, TopicSpec]):
                     f"{folder}: topics {other!r} and {spec.slug!r} share kafka_topic {spec.kafka_topic!r}",
                     field="kafka_topic",
                 )
+        endpoints: dict[str, str] = {}
+        for spec in specs:
+            if spec.endpoint is None:
+                continue
+            other = endpoints.setdefault(spec.endpoint, spec.slug)
+            if other != spec.slug:
+                raise ConfigError(
+                    f"{folder}: topics {other!r} and {spec.slug!r} both claim endpoint {spec.endpoint!r}",
+                    field="endpoint",
+                )
         return cls({spec.slug: spec for spec in specs})
+
+    def for_endpoint(self, endpoint: str) -> TopicSpec | None:
+        """The topic a slug-less dialect endpoint writes to, if a topic file claims it."""
+        return next((spec for spec in self._specs.values() if spec.endpoint == endpoint), None)
 
 
 def load_topic(path: Path) -> TopicSpec:
@@ -86,10 +106,33 @@ def load_topic(path: Path) -> TopicSpec:
     description = raw.get("description", "")
     if not isinstance(description, str):
         raise ConfigError(f"{path}: 'description' must be a string", field="description")
+    endpoint = raw.get("endpoint")
+    if endpoint is not None and endpoint not in ENDPOINTS:
+        raise ConfigError(f"{path}: 'endpoint' must be one of {', '.join(ENDPOINTS)}", field="endpoint")
     return TopicSpec(
         slug=slug,
+        endpoint=endpoint,
+        audiences=_parse_audiences(raw.get("audiences"), path),
         kafka_topic=kafka_topic,
         description=description,
         rules=parse_rules(raw.get("rules"), source=str(path)),
         rules_version=rules_version(raw.get("rules") or []),
     )
+
+
+def _parse_audiences(raw: Any, path: Path) -> dict[str, frozenset[str]]:
+    """`audiences: {student: [lesson_completed, ...], teacher: [...]}`."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict) or not raw:
+        raise ConfigError(f"{path}: 'audiences' must map each audience to its event types", field="audiences")
+    audiences: dict[str, frozenset[str]] = {}
+    for name, types in raw.items():
+        if not isinstance(name, str) or not AUDIENCE.fullmatch(name):
+            raise ConfigError(
+                f"{path}: audience {name!r} must be lower-case snake_case, at most 32 characters", field="audiences"
+            )
+        if not isinstance(types, list) or not all(isinstance(t, str) and t for t in types):
+            raise ConfigError(f"{path}: audiences.{name} must be a list of event types", field=f"audiences.{name}")
+        audiences[name] = frozenset(types)
+    return audiences

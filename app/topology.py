@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
@@ -16,7 +18,9 @@ from app.topics import Catalog
 log = logging.getLogger(__name__)
 
 EFFECTS = "effects"
-DEAD_LETTERS = "dead-letters"
+# Refused input: `dlq.<tenant>` per tenant (the producer's refusals), `dlq` for what the worker
+# cannot attribute to a tenant (records it cannot decode).
+DEAD_LETTERS = "dlq"
 TOPIC_ALREADY_EXISTS = 36
 
 
@@ -29,20 +33,26 @@ class Topology:
     dead_letters: str
     partitions: int
     replication_factor: int
+    tenants: frozenset[str] = frozenset()
 
     @classmethod
-    def of(cls, settings: Settings, catalog: Catalog) -> Topology:
+    def of(cls, settings: Settings, catalog: Catalog, tenants: frozenset[str] = frozenset()) -> Topology:
         return cls(
             events={slug: settings.kafka_topic(spec.kafka_topic) for slug, spec in catalog.items()},
             effects=settings.kafka_topic(EFFECTS),
             dead_letters=settings.kafka_topic(DEAD_LETTERS),
             partitions=settings.partitions,
             replication_factor=settings.replication_factor,
+            tenants=tenants,
         )
+
+    def tenant_dead_letters(self, tenant: str) -> str:
+        return f"{self.dead_letters}.{tenant}"
 
     @property
     def all_topics(self) -> list[str]:
-        return [*self.events.values(), self.effects, self.dead_letters]
+        dlqs = [self.tenant_dead_letters(tenant) for tenant in sorted(self.tenants)]
+        return [*self.events.values(), self.effects, self.dead_letters, *dlqs]
 
     def slug_of(self, kafka_topic: str) -> str | None:
         for slug, name in self.events.items():
@@ -80,7 +90,7 @@ async def ensure_topics(bootstrap: str, topology: Topology) -> None:
                 )
             if result["error_code"] == 0:
                 log.info("created Kafka topic %s (%d partitions)", result["topic"], topology.partitions)
-        for described in await admin.describe_topics(wanted):
+        for described in await _describe_when_ready(admin, wanted):
             count = len(described["partitions"])
             if count != topology.partitions:
                 raise ConfigError(
@@ -90,3 +100,15 @@ async def ensure_topics(bootstrap: str, topology: Topology) -> None:
                 )
     finally:
         await admin.close()
+
+
+async def _describe_when_ready(admin: AIOKafkaAdminClient, topics: list[str], timeout: float = 15.0) -> list[Any]:
+    """Describe topics once every one has partitions: a topic just created may show none yet."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        described: list[Any] = await admin.describe_topics(topics)
+        if all(d["error_code"] == 0 and d["partitions"] for d in described):
+            return described
+        if asyncio.get_running_loop().time() > deadline:
+            return described
+        await asyncio.sleep(0.1)

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from app.errors import ConfigError, Unauthorized
+from app.errors import ConfigError, Forbidden, Unauthorized
 from app.tenants import KeyRing, hash_key
 
 
@@ -42,3 +42,18 @@ def test_malformed_keys_file_names_the_entry(tmp_path: Path) -> None:
     keys.write_text("keys:\n  - sha256: not-hex\n    tenant: acme\n")
     with pytest.raises(ConfigError, match=r"keys\[0\]\.sha256"):
         KeyRing.from_sources("", keys)
+
+
+def test_keys_file_may_limit_a_key_to_topics(tmp_path: Path) -> None:
+    keys = tmp_path / "keys.yaml"
+    keys.write_text(f"keys:\n  - sha256: {hash_key('narrow')}\n    tenant: acme\n    topics: [orders]\n")
+    principal = KeyRing.from_sources("", keys).principal_for("narrow")
+    principal.check_topic("orders")
+    with pytest.raises(Forbidden) as caught:
+        principal.check_topic("usage")
+    assert caught.value.status == 403
+    assert caught.value.field == "topic_slug"
+
+
+def test_development_keys_may_write_every_topic() -> None:
+    KeyRing.from_sources("k:dev", None).principal_for("k").check_topic("anything")

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
+from app.dialects.base import Dialect, Parsed, Request
 from app.dialects.fields import identifier, optional_object, optional_string, require_object, timestamp
 from app.envelope import Envelope, new_event_id
 from app.errors import ValidationError
@@ -13,7 +13,16 @@ NAME = "pubsub"
 FIELDS = frozenset({"data", "metadata", "send_at", "wait_group_instance_id"})
 
 
-def parse(body: Any, *, tenant: str, topic: str, received_at: datetime, idempotency_key: str | None = None) -> Envelope:
+def parse(body: Any, request: Request) -> Parsed:
+    return Parsed(accepted=[(0, event(body, request))])
+
+
+def respond(parsed: Parsed) -> tuple[int, Any]:
+    ((_, accepted),) = parsed.accepted
+    return 200, {"id": accepted.id}
+
+
+def event(body: Any, request: Request) -> Envelope:
     """Validate a request body and map it onto the envelope.
 
     The event id is the Idempotency-Key header, else metadata.event_id, else a new one.
@@ -39,23 +48,27 @@ def parse(body: Any, *, tenant: str, topic: str, received_at: datetime, idempote
         )
     user_field = "data.user_id" if "user_id" in data else "metadata.user_id"
 
+    idempotency_key = request.headers.get("idempotency-key")
     event_id = idempotency_key if idempotency_key is not None else metadata.get("event_id")
     id_field = "Idempotency-Key" if idempotency_key is not None else "metadata.event_id"
     send_at = body.get("send_at")
     occurred_at = metadata.get("occurred_at")
     return Envelope(
         id=new_event_id() if event_id is None else identifier(event_id, id_field),
-        tenant=tenant,
-        topic=topic,
-        type=optional_string(metadata, "type", path="metadata.") or topic,
+        tenant=request.tenant,
+        topic=request.topic,
+        type=optional_string(metadata, "type", path="metadata.") or request.topic,
         user_id=identifier(user, user_field),
-        occurred_at=received_at
+        occurred_at=request.received_at
         if occurred_at is None
         else timestamp(occurred_at, "metadata.occurred_at", require_offset=True),
-        received_at=received_at,
+        received_at=request.received_at,
         dialect=NAME,
         data=data,
         metadata=metadata,
         send_at=None if send_at is None else timestamp(send_at, "send_at", require_offset=True),
         wait_group_instance_id=optional_string(body, "wait_group_instance_id"),
     )
+
+
+DIALECT = Dialect(NAME, parse, respond)

@@ -17,11 +17,8 @@ log = logging.getLogger(__name__)
 
 
 class Publisher:
-    def __init__(
-        self, bootstrap: str, *, dead_letters_topic: str, dead_letter_schema: Schema, timeout_s: float
-    ) -> None:
+    def __init__(self, bootstrap: str, *, dead_letter_schema: Schema, timeout_s: float) -> None:
         self._timeout_s = timeout_s
-        self._dead_letters_topic = dead_letters_topic
         self._dead_letter_schema = dead_letter_schema
         self._producer = AIOKafkaProducer(
             bootstrap_servers=bootstrap,
@@ -55,13 +52,24 @@ class Publisher:
             log.warning("publish to %s failed: %r", topic, exc)
             raise Unavailable("Kafka did not acknowledge the write; retry later") from exc
 
-    async def dead_letter(self, letter: DeadLetter) -> None:
+    async def publish_many(self, records: list[tuple[str, bytes, bytes]]) -> None:
+        """Send (topic, key, value) records together; return once Kafka acknowledged every one."""
+        if not records:
+            return
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                # send() only queues the record into a batch; the futures resolve on the broker's ack.
+                acks = [await self._producer.send(topic, value, key=key) for topic, key, value in records]
+                await asyncio.gather(*acks)
+        except (KafkaError, TimeoutError) as exc:
+            log.warning("publish of %d records failed: %r", len(records), exc)
+            raise Unavailable("Kafka did not acknowledge the write; retry later") from exc
+
+    async def dead_letter(self, topic: str, letter: DeadLetter) -> None:
         """Keep a refused input. The client's error stands even if Kafka is down, so only log."""
         try:
             await self.publish(
-                self._dead_letters_topic,
-                (letter.tenant or "").encode(),
-                self._dead_letter_schema.encode(letter.to_record()),
+                topic, (letter.tenant or "").encode(), self._dead_letter_schema.encode(letter.to_record())
             )
         except Unavailable:
-            log.error("could not keep a refused %s input on %s", letter.source, self._dead_letters_topic)
+            log.error("could not keep a refused %s input on %s", letter.source, topic)

@@ -12,7 +12,8 @@ import orjson
 from aiohttp import web
 
 from app.dead_letter import DeadLetter
-from app.dialects import pubsub
+from app.dialects import analytics, cloudevents, gamification, pubsub, segment, usage
+from app.dialects.base import Dialect, Parsed, Request
 from app.envelope import utcnow
 from app.errors import (
     MalformedBody,
@@ -23,16 +24,36 @@ from app.errors import (
     Unavailable,
     UnsupportedMediaType,
 )
+from app.producer import openapi
 from app.producer.publisher import Publisher
 from app.schemas import SchemaSet
 from app.settings import Settings
-from app.tenants import KeyRing
-from app.topics import Catalog
+from app.tenants import KeyRing, Principal
+from app.topics import Catalog, TopicSpec
 from app.topology import Topology, ensure_topics
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# (method, path, dialect): every ingest endpoint. A path without {topic_slug} writes to the
+# topic whose file claims the dialect's endpoint (`endpoint:` in topics/<slug>.yaml).
+INGEST_ROUTES: tuple[tuple[str, str, Dialect], ...] = (
+    ("PUT", "/events", usage.DIALECT),
+    ("POST", "/ingest", analytics.SINGLE),
+    ("POST", "/ingest/batch", analytics.BATCH),
+    ("POST", "/api/v1/events", gamification.SINGLE),
+    ("POST", "/api/v1/events/batch", gamification.BATCH),
+    ("POST", "/topics/{topic_slug}/events", pubsub.DIALECT),
+    ("POST", "/api/events", segment.DIALECT),
+    ("POST", "/cloudevents/{topic_slug}", cloudevents.DIALECT),
+)
+ENDPOINT_OF = {
+    usage.NAME: "usage",
+    analytics.NAME: "analytics",
+    gamification.NAME: "gamification",
+    segment.NAME: "segment",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,16 +69,16 @@ class Context:
 
 
 CONTEXT = web.AppKey("context", Context)
-TENANT = "sluice.tenant"
+PRINCIPAL = "sluice.principal"
 RAW_BODY = "sluice.raw_body"
 
 
+def json_response(status: int, body: object, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=orjson.dumps(body), status=status, headers=headers, content_type="application/json")
+
+
 def error_response(status: int, error: SluiceError, headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response({"error": error.as_dict()}, status=status, headers=headers, dumps=_dumps)
-
-
-def _dumps(value: object) -> str:
-    return orjson.dumps(value).decode()
+    return json_response(status, {"error": error.as_dict()}, headers)
 
 
 @web.middleware
@@ -66,9 +87,8 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except RequestError as exc:
-        await _keep_refused(request, exc)
-        headers = {"WWW-Authenticate": 'Bearer realm="sluice"'} if exc.status == 401 else None
-        return error_response(exc.status, exc, headers)
+        await keep_refused(request, exc)
+        return error_response(exc.status, exc, _auth_challenge(exc))
     except Unavailable as exc:
         return error_response(503, exc, {"Retry-After": "1"})
     except web.HTTPException as exc:
@@ -80,20 +100,26 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return error_response(exc.status, SluiceError(message, code=code), allow)
 
 
-async def _keep_refused(request: web.Request, exc: RequestError) -> None:
-    tenant = request.get(TENANT)
-    if tenant is None:  # unauthenticated traffic is not ours to keep
+def _auth_challenge(exc: RequestError) -> dict[str, str] | None:
+    return {"WWW-Authenticate": 'Bearer realm="sluice"'} if exc.status == 401 else None
+
+
+async def keep_refused(request: web.Request, exc: RequestError, body: bytes | None = None) -> None:
+    """Keep a refused request (or one refused event of it) on its tenant's dead-letter topic."""
+    principal: Principal | None = request.get(PRINCIPAL)
+    if principal is None:  # unauthenticated traffic is not ours to keep
         return
+    context = request.app[CONTEXT]
     letter = DeadLetter.of(
         exc,
         received_at=utcnow(),
         stage="producer",
         source=f"{request.method} {_route_name(request)}",
-        body=request.get(RAW_BODY, b""),
-        tenant=tenant,
+        body=request.get(RAW_BODY, b"") if body is None else body,
+        tenant=principal.tenant,
         content_type=request.headers.get("Content-Type"),
     )
-    await request.app[CONTEXT].publisher.dead_letter(letter)
+    await context.publisher.dead_letter(context.topology.tenant_dead_letters(principal.tenant), letter)
 
 
 def _route_name(request: web.Request) -> str:
@@ -101,24 +127,29 @@ def _route_name(request: web.Request) -> str:
     return info.canonical if info is not None else request.path
 
 
-def authenticate(request: web.Request) -> str:
+def authenticate(request: web.Request) -> Principal:
     key = request.headers.get("X-API-Key")
     if key is None:
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         key = token.strip() if scheme.lower() == "bearer" else None
-    tenant = request.app[CONTEXT].keyring.tenant_for(key)
-    request[TENANT] = tenant
-    return tenant
+    principal = request.app[CONTEXT].keyring.principal_for(key)
+    request[PRINCIPAL] = principal
+    return principal
 
 
-async def read_body(request: web.Request) -> bytes:
-    """Read the body up to the size cap; read before any check, so a refused body is kept whole."""
-    try:
-        raw = await request.read()
-    except web.HTTPRequestEntityTooLarge as exc:
-        raise PayloadTooLarge(
-            f"body is larger than {request.app[CONTEXT].settings.max_body_bytes} bytes", field="body"
-        ) from exc
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """Read the body (aiohttp inflates gzip/deflate as it reads) up to `limit` bytes, inflated.
+
+    Read before any other check, so that a refused body is still kept whole.
+    """
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"body is larger than {limit} bytes", field="body")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
     request[RAW_BODY] = raw
     return raw
 
@@ -137,35 +168,76 @@ def parse_json(request: web.Request, raw: bytes) -> object:
         raise MalformedBody(f"body is not valid JSON: {exc}", field="body") from None
 
 
-async def post_topic_event(request: web.Request) -> web.Response:
-    context = request.app[CONTEXT]
-    tenant = authenticate(request)
-    raw = await read_body(request)
-    slug = request.match_info["topic_slug"]
+def resolve_topic(context: Context, request: web.Request, dialect: Dialect) -> TopicSpec:
+    slug = request.match_info.get("topic_slug")
+    if slug is None:
+        spec = context.catalog.for_endpoint(ENDPOINT_OF[dialect.name])
+        if spec is None:
+            raise NotFound(
+                f"no topic file claims the {dialect.name} endpoint (endpoint: {ENDPOINT_OF[dialect.name]})",
+                code="endpoint_not_configured",
+            )
+        return spec
     if slug not in context.catalog:
         raise NotFound(f"no topic named {slug!r}", field="topic_slug", code="topic_not_found")
-    envelope = pubsub.parse(
-        parse_json(request, raw),
-        tenant=tenant,
-        topic=slug,
-        received_at=utcnow(),
-        idempotency_key=request.headers.get("Idempotency-Key"),
-    )
-    await context.publisher.publish(
-        context.topology.events[slug], envelope.key, envelope.encode(context.schemas["event"])
-    )
-    return web.json_response({"id": envelope.id}, dumps=_dumps)
+    return context.catalog[slug]
+
+
+def ingest(dialect: Dialect) -> Handler:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        context = request.app[CONTEXT]
+        principal = authenticate(request)
+        try:
+            limit = min(dialect.max_body_bytes or context.settings.max_body_bytes, context.settings.max_body_bytes)
+            raw = await read_body(request, limit)
+            spec = resolve_topic(context, request, dialect)
+            principal.check_topic(spec.slug)
+            body = raw if dialect.raw_body else parse_json(request, raw)
+            parsed = dialect.parse(
+                body,
+                Request(
+                    tenant=principal.tenant,
+                    topic=spec.slug,
+                    received_at=utcnow(),
+                    headers={name.lower(): value for name, value in request.headers.items()},
+                    content_type=request.content_type,
+                    audiences=spec.audiences,
+                ),
+            )
+        except RequestError as exc:
+            await keep_refused(request, exc)
+            return json_response(exc.status, dialect.error_body(exc), _auth_challenge(exc))
+        await _write(request, context, spec, parsed)
+        status, payload = dialect.respond(parsed)
+        return json_response(status, payload)
+
+    return handle
+
+
+async def _write(request: web.Request, context: Context, spec: TopicSpec, parsed: Parsed) -> None:
+    for rejection in parsed.rejected:
+        await keep_refused(request, rejection.error, orjson.dumps(rejection.event))
+    topic = context.topology.events[spec.slug]
+    schema = context.schemas["event"]
+    await context.publisher.publish_many([(topic, event.key, event.encode(schema)) for _, event in parsed.accepted])
 
 
 async def health(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    return json_response(200, {"status": "ok"})
+
+
+async def openapi_document(request: web.Request) -> web.Response:
+    return json_response(200, openapi.document(request.app.router))
 
 
 def create_app(settings: Settings, context: Context) -> web.Application:
-    app = web.Application(middlewares=[errors], client_max_size=settings.max_body_bytes)
+    # client_max_size is left above the cap: read_body enforces it, on the inflated body.
+    app = web.Application(middlewares=[errors], client_max_size=settings.max_body_bytes + 1)
     app[CONTEXT] = context
-    app.router.add_post("/topics/{topic_slug}/events", post_topic_event)
+    for method, path, dialect in INGEST_ROUTES:
+        app.router.add_route(method, path, ingest(dialect))
     app.router.add_get("/health", health)
+    app.router.add_get("/openapi.json", openapi_document)
     return app
 
 
@@ -176,17 +248,14 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None, stop:
     keyring = KeyRing.from_sources(settings.api_keys, settings.keys_file)
     if not len(keyring):
         log.warning("no API keys configured (SLUICE_API_KEYS / SLUICE_KEYS_FILE): every request gets 401")
-    topology = Topology.of(settings, catalog)
+    topology = Topology.of(settings, catalog, tenants=keyring.tenants)
     await ensure_topics(settings.bootstrap, topology)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     async with Publisher(
-        settings.bootstrap,
-        dead_letters_topic=topology.dead_letters,
-        dead_letter_schema=schemas["dead_letter"],
-        timeout_s=settings.publish_timeout_s,
+        settings.bootstrap, dead_letter_schema=schemas["dead_letter"], timeout_s=settings.publish_timeout_s
     ) as publisher:
         context = Context(settings, catalog, topology, schemas, keyring, publisher)
         runner = web.AppRunner(create_app(settings, context), access_log=None)

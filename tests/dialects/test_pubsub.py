@@ -4,13 +4,24 @@ from typing import Any
 import pytest
 
 from app.dialects import pubsub
+from app.dialects.base import Request
+from app.envelope import Envelope
 from app.errors import ValidationError
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
 
-def parse(body: Any, key: str | None = None) -> Any:
-    return pubsub.parse(body, tenant="dev", topic="orders", received_at=NOW, idempotency_key=key)
+def parse(body: Any, key: str | None = None) -> Envelope:
+    headers = {} if key is None else {"idempotency-key": key}
+    parsed = pubsub.parse(body, Request(tenant="dev", topic="orders", received_at=NOW, headers=headers))
+    ((index, event),) = parsed.accepted
+    assert index == 0 and parsed.rejected == []
+    return event
+
+
+def test_answer_is_the_event_id() -> None:
+    request = Request(tenant="dev", topic="orders", received_at=NOW, headers={"idempotency-key": "k1"})
+    assert pubsub.respond(pubsub.parse({"data": {"user_id": "u"}}, request)) == (200, {"id": "k1"})
 
 
 def test_maps_a_full_request_onto_the_envelope() -> None:

@@ -67,7 +67,7 @@ async def test_unknown_topic_is_404_and_the_event_is_kept(stack: Stack) -> None:
     assert body["error"] == {"code": "topic_not_found", "message": "no topic named 'nope'", "field": "topic_slug"}
     await read_until(
         stack.bootstrap,
-        stack.topic("dead-letters"),
+        stack.topic("dlq.acme"),
         lambda rs: any(r["code"] == "topic_not_found" and r["body"] == GOOD for r in rs),
         timeout=30,
         describe="dead letter of the unknown topic",
@@ -82,7 +82,7 @@ async def test_unauthenticated_requests_are_not_kept(stack: Stack) -> None:
     marker = b'{"data": "' + uuid.uuid4().hex.encode() + b'"}'
     await send(stack, "/topics/orders/events", marker, {**JSON, "X-API-Key": KEY})
     letters = await read_until(
-        stack.bootstrap, stack.topic("dead-letters"), lambda rs: any(r["body"] == marker for r in rs), timeout=30
+        stack.bootstrap, stack.topic("dlq.acme"), lambda rs: any(r["body"] == marker for r in rs), timeout=30
     )
     assert all(r["body"] != payload for r in letters)
 
@@ -127,7 +127,7 @@ async def test_bad_body_gets_a_reason_and_is_dead_lettered(
     def kept(records: list[dict[str, Any]]) -> bool:
         return any((r["code"], r["field"], r["body"]) == (code, field, kept_body) for r in records)
 
-    letters = await read_until(stack.bootstrap, stack.topic("dead-letters"), kept, timeout=30, describe="dead letter")
+    letters = await read_until(stack.bootstrap, stack.topic("dlq.acme"), kept, timeout=30, describe="dead letter")
     letter = next(r for r in letters if (r["code"], r["field"], r["body"]) == (code, field, kept_body))
     assert letter["tenant"] == "acme"
     assert letter["stage"] == "producer"

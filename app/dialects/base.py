@@ -1,0 +1,55 @@
+"""What every dialect provides: parse a request into accepted events and refusals, then answer."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from app.envelope import Envelope
+from app.errors import RequestError
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """What a dialect may know of the HTTP request: no aiohttp objects, so parsing stays pure."""
+
+    tenant: str
+    topic: str  # the topic slug this endpoint writes to
+    received_at: datetime
+    headers: Mapping[str, str] = field(default_factory=dict)  # lower-case names
+    content_type: str = "application/json"
+    # What the topic file declares for audiences (gamification); empty: no audiences.
+    audiences: Mapping[str, frozenset[str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    index: int  # position in the batch (0 for a single event)
+    event: Any  # the event as sent
+    error: RequestError
+
+
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    accepted: list[tuple[int, Envelope]]  # (index in the batch, event)
+    rejected: list[Rejection] = field(default_factory=list)
+    # Whatever the dialect needs to shape its answer (e.g. the request's events as sent).
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+def default_error_body(error: RequestError) -> Any:
+    return {"error": error.as_dict()}
+
+
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    name: str
+    parse: Callable[[Any, Request], Parsed]
+    # Status and JSON body, once every accepted event is durably in Kafka.
+    respond: Callable[[Parsed], tuple[int, Any]]
+    # The body of a whole-request refusal (the status is the error's).
+    error_body: Callable[[RequestError], Any] = default_error_body
+    max_body_bytes: int | None = None  # below the server-wide cap, where the dialect documents one
+    raw_body: bool = False  # parse gets the body's bytes, not its JSON (CloudEvents binary mode)

@@ -1,0 +1,193 @@
+"""Segment-spec SDK dialect: POST /api/events with {"batch": [...], "sentAt"}; bad events are refused one by one."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import orjson
+
+from app.dialects.base import Dialect, Parsed, Rejection, Request
+from app.dialects.fields import identifier, json_type, optional_string, require_object, timestamp
+from app.envelope import Envelope
+from app.errors import RequestError, ValidationError
+
+NAME = "segment"
+MIN_EVENTS = 1
+MAX_EVENTS = 100
+MAX_BODY_BYTES = 500 * 1024  # Segment's documented batch limit
+MAX_EVENT_BYTES = 32 * 1024  # Segment's documented per-event limit
+MAX_NAME_LENGTH = 256
+MAX_FUTURE = timedelta(hours=24)
+BODY_FIELDS = frozenset({"batch", "sentAt"})
+CALL_TYPES = ("track", "identify", "page", "group", "alias")
+EVENT_FIELDS = frozenset(
+    {
+        "type",
+        "messageId",
+        "timestamp",
+        "context",
+        "userId",
+        "anonymousId",
+        "event",
+        "properties",
+        "traits",
+        "name",
+        "category",
+        "groupId",
+        "previousId",
+        "integrations",
+        "sentAt",
+        "receivedAt",
+        "originalTimestamp",
+        "channel",
+        "version",
+    }
+)
+OBJECT_FIELDS = ("properties", "traits")
+STRING_FIELDS = ("name", "category")
+ID_FIELDS = ("groupId", "previousId")
+# The field each call type cannot do without, beyond the common ones.
+REQUIRED_BY_TYPE = {"track": "event", "group": "groupId", "alias": "previousId"}
+
+
+def parse(body: Any, request: Request) -> Parsed:
+    """Refuse a malformed batch as a whole; otherwise accept or reject each event on its own."""
+    body = require_object(body, "body")
+    unknown = sorted(set(body) - BODY_FIELDS)
+    if unknown:
+        raise ValidationError("unknown field; allowed: batch, sentAt", field=unknown[0], code="validation.unknown")
+    if "batch" not in body:
+        raise ValidationError("is required", field="batch", code="validation.required")
+    events = body["batch"]
+    if not isinstance(events, list):
+        raise ValidationError(f"must be an array, got {json_type(events)}", field="batch", code="validation.type")
+    if len(events) < MIN_EVENTS:
+        raise ValidationError("must hold at least 1 event", field="batch", code="validation.min_items")
+    if len(events) > MAX_EVENTS:
+        raise ValidationError(
+            f"must hold at most {MAX_EVENTS} events, got {len(events)}", field="batch", code="validation.max_items"
+        )
+    if body.get("sentAt") is None:
+        raise ValidationError("is required", field="sentAt", code="validation.required")
+    sent_at = timestamp(body["sentAt"], "sentAt", require_offset=False)
+
+    accepted: list[tuple[int, Envelope]] = []
+    rejected: list[Rejection] = []
+    for index, raw in enumerate(events):
+        try:
+            accepted.append((index, event(raw, index, sent_at, request)))
+        except RequestError as error:
+            rejected.append(Rejection(index, raw, error))
+    return Parsed(accepted=accepted, rejected=rejected)
+
+
+def event(raw: Any, index: int, sent_at: datetime, request: Request) -> Envelope:
+    """Validate one call of the batch, correct its clock skew and map it onto the envelope."""
+    size = len(orjson.dumps(raw))
+    if size > MAX_EVENT_BYTES:
+        raise ValidationError(
+            f"is {size} bytes, more than the {MAX_EVENT_BYTES} allowed per event",
+            field=f"batch[{index}]",
+            code="validation.too_large",
+        )
+    body = require_object(raw, "event")
+    unknown = sorted(set(body) - EVENT_FIELDS)
+    if unknown:
+        raise ValidationError(
+            f"unknown field; allowed: {', '.join(sorted(EVENT_FIELDS))}", field=unknown[0], code="validation.unknown"
+        )
+
+    call = call_type(body.get("type"))
+    for field in ("messageId", "timestamp", "context"):
+        if body.get(field) is None:
+            raise ValidationError("is required", field=field, code="validation.required")
+    message_id = identifier(body["messageId"], "messageId")
+    original = timestamp(body["timestamp"], "timestamp", require_offset=False)
+    context = require_object(body["context"], "context")
+    user_id = None if body.get("userId") is None else identifier(body["userId"], "userId")
+    anonymous_id = None if body.get("anonymousId") is None else identifier(body["anonymousId"], "anonymousId")
+    owner = user_id if user_id is not None else anonymous_id
+    if owner is None:
+        raise ValidationError("is required, or else anonymousId", field="userId", code="validation.required")
+    required = REQUIRED_BY_TYPE.get(call)
+    if required is not None and body.get(required) is None:
+        raise ValidationError(f"is required for a {call} call", field=required, code="validation.required")
+
+    data: dict[str, Any] = {"type": call}
+    if body.get("event") is not None:
+        data["event"] = event_name(body["event"])
+    for field in OBJECT_FIELDS:
+        if body.get(field) is not None:
+            data[field] = require_object(body[field], field)
+    for field in STRING_FIELDS:
+        value = optional_string(body, field)
+        if value is not None:
+            data[field] = value
+    for field in ID_FIELDS:
+        if body.get(field) is not None:
+            data[field] = identifier(body[field], field)
+    if anonymous_id is not None:
+        data["anonymousId"] = anonymous_id
+    if user_id is not None:
+        data["userId"] = user_id
+
+    # Segment's clock-skew correction: trust the device only for the gap between the event and its sending.
+    occurred_at = request.received_at - (sent_at - original)
+    if occurred_at > request.received_at + MAX_FUTURE:
+        raise ValidationError("is more than 24 h in the future", field="timestamp", code="validation.future")
+
+    metadata: dict[str, Any] = {"context": context, "originalTimestamp": body["timestamp"]}
+    if body.get("integrations") is not None:
+        metadata["integrations"] = require_object(body["integrations"], "integrations")
+
+    return Envelope(
+        id=message_id,
+        tenant=request.tenant,
+        topic=request.topic,
+        type=data["event"] if call == "track" else call,
+        user_id=owner,
+        occurred_at=occurred_at,
+        received_at=request.received_at,
+        dialect=NAME,
+        data=data,
+        metadata=metadata,
+        sent_at=sent_at,
+    )
+
+
+def call_type(value: Any) -> str:
+    if value is None:
+        raise ValidationError("is required", field="type", code="validation.required")
+    if not isinstance(value, str) or value not in CALL_TYPES:
+        raise ValidationError(f"must be one of {', '.join(CALL_TYPES)}", field="type", code="validation.enum")
+    return value
+
+
+def event_name(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValidationError(f"must be a string, got {json_type(value)}", field="event", code="validation.type")
+    if not value.strip():
+        raise ValidationError("must not be empty", field="event", code="validation.required")
+    if len(value) > MAX_NAME_LENGTH:
+        raise ValidationError(f"must be at most {MAX_NAME_LENGTH} characters", field="event", code="validation.length")
+    return value
+
+
+def respond(parsed: Parsed) -> tuple[int, Any]:
+    """Always 200, as Segment's SDKs expect; the refused events are listed only when there are some."""
+    body: dict[str, Any] = {
+        "success": not parsed.rejected,
+        "processed": len(parsed.accepted),
+        "failed": len(parsed.rejected),
+    }
+    if parsed.rejected:
+        body["errors"] = [{"index": r.index, "error": message(r.error)} for r in parsed.rejected]
+    return 200, body
+
+
+def message(error: RequestError) -> str:
+    return error.message if error.field is None else f"{error.field}: {error.message}"
+
+
+DIALECT = Dialect(NAME, parse, respond, max_body_bytes=MAX_BODY_BYTES)

@@ -1,0 +1,122 @@
+"""Usage/billing dialect: PUT /events with {"events": [...]}; bad events are refused one by one."""
+
+from __future__ import annotations
+
+from datetime import UTC, timedelta
+from typing import Any
+
+from app.dialects.base import Dialect, Parsed, Rejection, Request
+from app.dialects.fields import identifier, json_type, require_object, timestamp
+from app.envelope import Envelope
+from app.errors import RequestError, ValidationError
+
+NAME = "usage"
+MIN_EVENTS = 1
+MAX_EVENTS = 1000
+MAX_NAME_LENGTH = 256
+MAX_BODY_BYTES = 256 * 1024
+MAX_FUTURE = timedelta(hours=24)
+BODY_FIELDS = frozenset({"events"})
+EVENT_FIELDS = frozenset({"name", "timestamp", "customerAlias", "ref", "data"})
+REQUIRED_FIELDS = ("name", "timestamp", "customerAlias", "ref")
+
+
+def parse(body: Any, request: Request) -> Parsed:
+    """Refuse a malformed batch as a whole; otherwise accept or reject each event on its own."""
+    body = require_object(body, "body")
+    unknown = sorted(set(body) - BODY_FIELDS)
+    if unknown:
+        raise ValidationError("unknown field; allowed: events", field=unknown[0], code="validation.unknown")
+    if "events" not in body:
+        raise ValidationError("is required", field="events", code="validation.required")
+    events = body["events"]
+    if not isinstance(events, list):
+        raise ValidationError(f"must be an array, got {json_type(events)}", field="events", code="validation.type")
+    if len(events) < MIN_EVENTS:
+        raise ValidationError("must hold at least 1 event", field="events", code="validation.min_items")
+    if len(events) > MAX_EVENTS:
+        raise ValidationError(
+            f"must hold at most {MAX_EVENTS} events, got {len(events)}", field="events", code="validation.max_items"
+        )
+
+    accepted: list[tuple[int, Envelope]] = []
+    rejected: list[Rejection] = []
+    for index, raw in enumerate(events):
+        try:
+            accepted.append((index, event(raw, request)))
+        except RequestError as error:
+            rejected.append(Rejection(index, raw, error))
+    return Parsed(accepted=accepted, rejected=rejected)
+
+
+def event(raw: Any, request: Request) -> Envelope:
+    """Validate one event of the batch and map it onto the envelope."""
+    body = require_object(raw, "event")
+    unknown = sorted(set(body) - EVENT_FIELDS)
+    if unknown:
+        raise ValidationError(
+            f"unknown field; allowed: {', '.join(sorted(EVENT_FIELDS))}", field=unknown[0], code="validation.unknown"
+        )
+    for field in REQUIRED_FIELDS:
+        if body.get(field) is None:
+            raise ValidationError("is required", field=field, code="validation.required")
+
+    name = event_name(body["name"])
+    occurred_at = timestamp(body["timestamp"], "timestamp", require_offset=False)
+    if occurred_at > request.received_at + MAX_FUTURE:
+        raise ValidationError("is more than 24 h in the future", field="timestamp", code="validation.future")
+    customer = identifier(body["customerAlias"], "customerAlias")
+    ref = identifier(body["ref"], "ref")
+    data = body.get("data")
+    return Envelope(
+        id=ref,
+        tenant=request.tenant,
+        topic=request.topic,
+        type=name,
+        user_id=customer,
+        occurred_at=occurred_at,
+        received_at=request.received_at,
+        dialect=NAME,
+        data={} if data is None else require_object(data, "data"),
+        metadata={},
+    )
+
+
+def event_name(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValidationError(f"must be a string, got {json_type(value)}", field="name", code="validation.type")
+    if not value.strip():
+        raise ValidationError("must not be empty", field="name", code="validation.required")
+    if len(value) > MAX_NAME_LENGTH:
+        raise ValidationError(f"must be at most {MAX_NAME_LENGTH} characters", field="name", code="validation.length")
+    return value
+
+
+def respond(parsed: Parsed) -> tuple[int, Any]:
+    """Always 200: the accepted events in their wire form, and each refused one with its reason."""
+    return 200, {
+        "validEvents": [wire(envelope) for _, envelope in parsed.accepted],
+        "invalidEvents": [invalid(rejection) for rejection in parsed.rejected],
+    }
+
+
+def wire(envelope: Envelope) -> dict[str, Any]:
+    """The accepted event as the client would have sent it, with the timestamp in UTC."""
+    return {
+        "name": envelope.type,
+        "timestamp": envelope.occurred_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+        "customerAlias": envelope.user_id,
+        "ref": envelope.id,
+        "data": envelope.data,
+    }
+
+
+def invalid(rejection: Rejection) -> dict[str, Any]:
+    error = rejection.error
+    message = error.message if error.field is None else f"{error.field}: {error.message}"
+    if isinstance(rejection.event, dict):
+        return {**rejection.event, "error": message}
+    return {"event": rejection.event, "error": message}
+
+
+DIALECT = Dialect(NAME, parse, respond, max_body_bytes=MAX_BODY_BYTES)

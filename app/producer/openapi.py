@@ -1,0 +1,200 @@
+"""The OpenAPI 3.1 document of the producer, built from its routes and one description per route."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from app import __version__
+
+Json = dict[str, Any]
+
+ERROR: Json = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message"],
+            "properties": {"code": {"type": "string"}, "message": {"type": "string"}, "field": {"type": "string"}},
+        }
+    },
+}
+OBJECT: Json = {"type": "object", "additionalProperties": True}
+STRING: Json = {"type": "string"}
+TIME: Json = {"type": "string", "format": "date-time"}
+
+
+def _obj(required: list[str], properties: Json, closed: bool = True) -> Json:
+    return {"type": "object", "required": required, "properties": properties, "additionalProperties": not closed}
+
+
+def _batch(item: Json, most: int) -> Json:
+    return _obj(["events"], {"events": {"type": "array", "minItems": 1, "maxItems": most, "items": item}})
+
+
+USAGE_EVENT = _obj(
+    ["name", "timestamp", "customerAlias", "ref"],
+    {"name": STRING, "timestamp": TIME, "customerAlias": STRING, "ref": STRING, "data": OBJECT},
+)
+ANALYTICS_EVENT = _obj(
+    ["event_id", "event_type", "event_name", "event_time", "user_id", "session_id", "page_name"],
+    {
+        **{name: STRING for name in ("event_id", "event_type", "event_name", "user_id", "session_id", "page_name")},
+        **{name: STRING for name in ("element_id", "referrer", "app_version")},
+        "event_time": TIME,
+        "device_type": {"enum": ["mobile", "desktop", "tablet"]},
+        "platform": {"enum": ["ios", "android", "web"]},
+        "network_type": {"enum": ["wifi", "cellular", "unknown"]},
+        **{name: OBJECT for name in ("content", "behavior", "performance", "location", "commerce", "interaction")},
+        "extras": OBJECT,
+        "experiments": {"type": "array", "items": STRING},
+    },
+)
+GAMIFICATION_EVENT = _obj(
+    ["user_id", "type"],
+    {
+        "event_id": STRING,
+        "user_id": STRING,
+        "type": STRING,
+        "audience": {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,31}$"},
+        "properties": OBJECT,
+        "occurred_at": TIME,
+    },
+)
+PUBSUB_EVENT = _obj(
+    ["data"],
+    {
+        "data": OBJECT,
+        "metadata": OBJECT,
+        "send_at": {"type": ["string", "null"], "format": "date-time"},
+        "wait_group_instance_id": {"type": ["string", "null"]},
+    },
+)
+SEGMENT_BATCH = _obj(
+    ["batch", "sentAt"],
+    {
+        "batch": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": 100,
+            "items": _obj(
+                ["type", "messageId", "timestamp", "context"],
+                {
+                    "type": {"enum": ["track", "identify", "page", "group", "alias"]},
+                    "messageId": STRING,
+                    "timestamp": TIME,
+                    "context": OBJECT,
+                    "userId": STRING,
+                    "anonymousId": STRING,
+                    "event": STRING,
+                    "properties": OBJECT,
+                    "traits": OBJECT,
+                    "name": STRING,
+                    "category": STRING,
+                    "groupId": STRING,
+                    "previousId": STRING,
+                },
+                closed=False,
+            ),
+        },
+        "sentAt": TIME,
+    },
+)
+CLOUDEVENT = _obj(
+    ["id", "source", "specversion", "type"],
+    {"id": STRING, "source": STRING, "specversion": {"const": "1.0"}, "type": STRING, "subject": STRING, "time": TIME},
+    closed=False,
+)
+
+
+def _op(
+    summary: str, body: Json | None, ok: tuple[str, str], *, media: tuple[str, ...] = ("application/json",)
+) -> Json:
+    status, description = ok
+    operation: Json = {
+        "summary": summary,
+        "security": [{"apiKey": []}, {"bearer": []}],
+        "responses": {
+            status: {"description": description, "content": {"application/json": {"schema": OBJECT}}},
+            **{
+                code: {"description": text, "content": {"application/json": {"schema": ERROR}}}
+                for code, text in (
+                    ("400", "invalid request; the error names the field and why"),
+                    ("401", "missing or unknown API key"),
+                    ("403", "this key may not write to the topic"),
+                    ("404", "no such topic"),
+                    ("413", "body too large"),
+                    ("415", "unsupported content type"),
+                    ("503", "Kafka did not acknowledge; retry after Retry-After"),
+                )
+            },
+        },
+    }
+    if body is not None:
+        operation["requestBody"] = {"required": True, "content": {m: {"schema": body} for m in media}}
+    return operation
+
+
+SLUG = {"name": "topic_slug", "in": "path", "required": True, "schema": STRING}
+OPERATIONS: dict[tuple[str, str], Json] = {
+    ("PUT", "/events"): _op(
+        "Usage events, partially accepted", _batch(USAGE_EVENT, 1000), ("200", "validEvents and invalidEvents")
+    ),
+    ("POST", "/ingest"): _op("One analytics event", ANALYTICS_EVENT, ("200", '{"status": "success", "eventId"}')),
+    ("POST", "/ingest/batch"): _op(
+        "Analytics events, per-event results", _batch(ANALYTICS_EVENT, 1000), ("200", "per-event results")
+    ),
+    ("POST", "/api/v1/events"): _op("One gamification event", GAMIFICATION_EVENT, ("202", "accepted")),
+    ("POST", "/api/v1/events/batch"): _op(
+        "Gamification events, all or nothing", _batch(GAMIFICATION_EVENT, 100), ("202", "accepted")
+    ),
+    ("POST", "/topics/{topic_slug}/events"): {
+        **_op("Publish to a topic", PUBSUB_EVENT, ("200", '{"id"}')),
+        "parameters": [SLUG],
+    },
+    ("POST", "/api/events"): _op("Segment-spec batch", SEGMENT_BATCH, ("200", "success, processed, failed, errors")),
+    ("POST", "/cloudevents/{topic_slug}"): {
+        **_op(
+            "CloudEvents 1.0: structured, batched or binary (ce-* headers, any content type)",
+            {"oneOf": [CLOUDEVENT, {"type": "array", "items": CLOUDEVENT}]},
+            ("202", "accepted ids"),
+            media=("application/cloudevents+json", "application/cloudevents-batch+json"),
+        ),
+        "parameters": [SLUG],
+    },
+    ("GET", "/health"): {"summary": "Liveness", "security": [], "responses": {"200": {"description": "ok"}}},
+    ("GET", "/openapi.json"): {
+        "summary": "This document",
+        "security": [],
+        "responses": {"200": {"description": "OpenAPI 3.1"}},
+    },
+}
+
+
+def routes(router: web.UrlDispatcher) -> list[tuple[str, str]]:
+    """(method, path) of every route the app serves, HEAD aside."""
+    found = []
+    for route in router.routes():
+        info = route.resource.canonical if route.resource is not None else None
+        if info is not None and route.method not in ("HEAD", "*"):
+            found.append((route.method, info))
+    return found
+
+
+def document(router: web.UrlDispatcher) -> Json:
+    paths: Json = {}
+    for method, path in routes(router):
+        paths.setdefault(path, {})[method.lower()] = OPERATIONS[(method, path)]
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Sluice producer", "version": __version__},
+        "components": {
+            "securitySchemes": {
+                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+                "bearer": {"type": "http", "scheme": "bearer"},
+            }
+        },
+        "paths": paths,
+    }
