@@ -1,4 +1,4 @@
-"""One real Kafka broker for the whole session; tests marked `integration` use it."""
+"""Shared fixtures. `kafka_bootstrap`: one real Kafka broker for the whole test session."""
 
 from __future__ import annotations
 
@@ -11,6 +11,10 @@ import pytest
 
 from app.kafka_local import LocalBroker, wait_for_kafka
 from app.settings import Settings
+
+# --- Kafka -----------------------------------------------------------------------------------
+# A test that requests `kafka_bootstrap` must also carry `@pytest.mark.integration` (or a module
+# `pytestmark = pytest.mark.integration`), so that `pytest -m "not integration"` runs without Kafka.
 
 KAFKA_IMAGE = "apache/kafka:4.0.1"
 
@@ -33,8 +37,8 @@ def _docker_answers() -> bool:
 
 
 def _kafka_container() -> Iterator[str]:
-    # testcontainers' KafkaContainer drives Confluent images only (its KRaft mode refuses tags
-    # below 7.0.0), so the official image runs as a plain container in single-node KRaft.
+    # testcontainers' KafkaContainer drives Confluent images only (it runs their start scripts and
+    # refuses KRaft below tag 7.0.0), so the official image runs as a plain single-node KRaft container.
     from testcontainers.core.container import DockerContainer
 
     port = _free_port()
@@ -64,19 +68,10 @@ def _kafka_container() -> Iterator[str]:
         yield bootstrap
 
 
-@pytest.fixture(scope="session")
-def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """KAFKA_BOOTSTRAP_SERVERS if set; else a testcontainers broker if Docker answers; else a local JVM broker."""
-    given = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if given:
-        yield given
-        return
-    if _docker_answers():
-        yield from _kafka_container()
-        return
+def _local_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     folder = tmp_path_factory.mktemp("kafka")
     broker = LocalBroker(
-        home=Settings.from_env({}).kafka_home,
+        home=Settings.from_env().kafka_home,  # the jar cache `sluice kafka` uses too
         data_dir=folder / "data",
         port=_free_port(),
         controller_port=_free_port(),
@@ -88,3 +83,18 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield broker.bootstrap
     finally:
         broker.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """KAFKA_BOOTSTRAP_SERVERS if set; else apache/kafka in Docker if an engine answers; else a local JVM broker."""
+    given = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if given:
+        yield given
+    elif _docker_answers():
+        yield from _kafka_container()
+    else:
+        yield from _local_broker(tmp_path_factory)
+
+
+# --- end of Kafka ------------------------------------------------------------------------------

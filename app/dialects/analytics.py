@@ -87,14 +87,16 @@ def event(raw: Any, request: Request, *, where: str) -> Envelope:
             return None
 
     values: dict[str, Any] = {}
+    occurred_at: datetime | None = None
     for name in REQUIRED:
         if raw.get(name) is None:
             errors.append(ValidationError("is required", field=name, code="validation.required"))
+        elif name == "event_time":
+            occurred_at = check(event_time, raw[name], request)
         elif name in IDS:
             values[name] = check(identifier, raw[name], name)
         elif name in TEXTS:
             values[name] = check(text, raw[name], name)
-    occurred_at = None if raw.get("event_time") is None else check(event_time, raw["event_time"], request)
 
     for name in OPTIONAL_STRINGS:
         if raw.get(name) is not None:

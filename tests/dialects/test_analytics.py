@@ -135,8 +135,8 @@ def test_every_bad_field_is_listed() -> None:
     )
     assert refused(event) == [
         ("event_id", "validation.required"),
-        ("page_name", "validation.required"),
         ("event_time", "validation.format"),
+        ("page_name", "validation.required"),
         ("device_type", "validation.enum"),
         ("platform", "validation.type"),
         ("content", "validation.type"),
