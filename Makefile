@@ -23,9 +23,10 @@ unit: $(INSTALLED)
 integration: $(INSTALLED) $(KAFKA_JARS)
 	$(BIN)/pytest -m integration
 
-# Starts its own broker (unless KAFKA_BOOTSTRAP_SERVERS) and producer; prints events/s, p50/p99.
+# Starts its own broker (unless KAFKA_BOOTSTRAP_SERVERS) and two producer processes (one per
+# spare core; set SLUICE_PRODUCER_PROCESSES); prints events/s, p50/p99 and the bare-producer ceilings.
 bench-ingest: $(INSTALLED) $(KAFKA_JARS)
-	$(BIN)/sluice bench ingest
+	SLUICE_PRODUCER_PROCESSES=$${SLUICE_PRODUCER_PROCESSES:-2} $(BIN)/sluice bench ingest --connections 16
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check app tests

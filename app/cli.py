@@ -25,6 +25,8 @@ def _parser() -> argparse.ArgumentParser:
     kafka.add_argument("--fetch-only", action="store_true", help="fetch and cache the jars, then exit")
     producer = commands.add_parser("producer", help="run the HTTP producer")
     producer.add_argument("--port", type=int, help="HTTP port (SLUICE_PRODUCER_PORT, default 8080)")
+    producer.add_argument("--processes", type=int, help="processes sharing the port (SLUICE_PRODUCER_PROCESSES)")
+    producer.add_argument("--serve-one", action="store_true", help=argparse.SUPPRESS)
     worker = commands.add_parser("worker", help="run a Faust worker")
     worker.add_argument("--port", type=int, help="web port (SLUICE_WORKER_PORT, default 6066)")
     tail = commands.add_parser("tail", help="print decoded records of a stream as JSON lines")
@@ -78,9 +80,14 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         return kafka_local.serve(settings)
     if args.command == "producer":
         from app.producer.server import serve
+        from app.supervisor import producers
 
         if args.port:
             settings = settings.replace(producer_port=args.port)
+        if args.processes:
+            settings = settings.replace(producer_processes=args.processes)
+        if settings.producer_processes > 1 and not args.serve_one:
+            return asyncio.run(producers(settings))
         asyncio.run(serve(settings))
         return 0
     if args.command == "worker":

@@ -35,6 +35,9 @@ class Settings:
     kafka_heap: str = _setting("512m", "JVM heap of the local broker (-Xmx).")
     producer_host: str = _setting("127.0.0.1", "Interface the HTTP producer listens on.")
     producer_port: int = _setting(8080, "Port the HTTP producer listens on.")
+    producer_processes: int = _setting(
+        1, "HTTP producer processes sharing the port (SO_REUSEPORT); one per spare core."
+    )
     worker_host: str = _setting("127.0.0.1", "Interface the worker's web server listens on.")
     worker_port: int = _setting(6066, "Port of the worker's web server.")
     api_keys: str = _setting("", "Development keys: key1:tenant1,key2:tenant2 (plain text).")
@@ -99,7 +102,7 @@ class Settings:
             raise SettingsError(
                 "SLUICE_NAMESPACE: use letters, digits, '_' or '-' (at most 64)", field="SLUICE_NAMESPACE"
             )
-        for name in ("partitions", "replication_factor", "max_body_bytes", "dedupe_window_s"):
+        for name in ("partitions", "replication_factor", "max_body_bytes", "dedupe_window_s", "producer_processes"):
             if getattr(self, name) < 1:
                 env = PREFIX + name.upper()
                 raise SettingsError(f"{env}: must be at least 1", field=env)

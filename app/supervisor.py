@@ -1,4 +1,4 @@
-"""`sluice up`: a local broker (unless one is given), a producer and a worker, stopped together."""
+"""Child processes stopped together: `sluice up` (broker, producer, worker) and producer groups."""
 
 from __future__ import annotations
 
@@ -14,13 +14,15 @@ from app.settings import Settings
 from app.tenants import dev_keys
 
 
-async def _spawn(name: str, env: dict[str, str], log_file: Path | None = None) -> asyncio.subprocess.Process:
+async def _spawn(
+    name: str, env: dict[str, str], log_file: Path | None = None, *args: str
+) -> asyncio.subprocess.Process:
     out = None
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)
         out = log_file.open("ab")
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "app", name, env=env, stdout=out, stderr=out, start_new_session=True
+        sys.executable, "-m", "app", name, *args, env=env, stdout=out, stderr=out, start_new_session=True
     )
 
 
@@ -72,6 +74,28 @@ async def up(settings: Settings) -> int:
     await asyncio.gather(*(_stop(p) for p in children.values()))
     if broker is not None:
         await _stop(broker, timeout=60)
+    stopper.cancel()
+    return 1 if failed else 0
+
+
+async def producers(settings: Settings) -> int:
+    """`sluice producer` with SLUICE_PRODUCER_PROCESSES > 1: that many servers on one port (SO_REUSEPORT)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    # Flags given to this command reach the children through their environment.
+    env = {
+        **os.environ,
+        "SLUICE_PRODUCER_PORT": str(settings.producer_port),
+        "SLUICE_PRODUCER_PROCESSES": str(settings.producer_processes),
+    }
+    children = [await _spawn("producer", env, None, "--serve-one") for _ in range(settings.producer_processes)]
+    waits = [asyncio.ensure_future(child.wait()) for child in children]
+    stopper = asyncio.ensure_future(stop.wait())
+    done, _ = await asyncio.wait({*waits, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    failed = any(task in done for task in waits)
+    await asyncio.gather(*(_stop(child) for child in children))
     stopper.cancel()
     return 1 if failed else 0
 

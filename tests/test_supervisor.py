@@ -44,3 +44,18 @@ async def test_up_serves_and_stops_all_children_on_sigterm(kafka_bootstrap: str,
         assert not [pid for pid in children if alive(pid)]
     finally:
         up.kill()
+
+
+async def test_producer_processes_share_one_port_and_stop_together(kafka_bootstrap: str, tmp_path: Path) -> None:
+    stack = Stack.create(kafka_bootstrap, tmp_path, api_keys="pk:dev", SLUICE_PRODUCER_PROCESSES="2")
+    group = stack.start("producer")
+    assert group.process is not None
+    try:
+        await wait_for_health(stack.url, group.running, group.log_tail)
+        children = children_of(group.process.pid)
+        assert len(children) == 2, children
+        group.process.send_signal(signal.SIGTERM)
+        assert group.process.wait(timeout=60) == 0, group.log_tail()
+        assert not [pid for pid in children if alive(pid)]
+    finally:
+        group.kill()

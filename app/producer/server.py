@@ -260,7 +260,11 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None, stop:
         context = Context(settings, catalog, topology, schemas, keyring, publisher)
         runner = web.AppRunner(create_app(settings, context), access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, settings.producer_host, settings.producer_port)
+        # Several producer processes share one port; a lone one binds plainly, so a second
+        # producer started on the same port by mistake fails instead of sharing it.
+        site = web.TCPSite(
+            runner, settings.producer_host, settings.producer_port, reuse_port=settings.producer_processes > 1
+        )
         await site.start()
         log.info("producer listening on http://%s:%d", settings.producer_host, settings.producer_port)
         if ready is not None:

@@ -173,3 +173,26 @@ async def read_until(
     finally:
         await consumer.stop()
     return records
+
+
+async def read_raw_until(
+    bootstrap: str, topic: str, done: Callable[[list[Any]], bool], *, timeout: float = 60.0
+) -> list[Any]:
+    """Raw Kafka messages of `topic` from the beginning until `done(messages)` holds."""
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
+    )
+    await consumer.start()
+    messages: list[Any] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while not done(messages):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"condition not met on {topic} within {timeout}s; read {len(messages)}")
+            batch = await consumer.getmany(timeout_ms=int(min(left, 1.0) * 1000))
+            for part in batch.values():
+                messages.extend(part)
+    finally:
+        await consumer.stop()
+    return messages
