@@ -11,7 +11,7 @@ import re
 import shlex
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import pytest
 import yaml
@@ -45,7 +45,7 @@ def _scalar(value: Any) -> str | None:
     return str(value)
 
 
-def literal(value: str | None) -> bool:
+def literal(value: str | None) -> TypeGuard[str]:
     return value is not None and not SUBSTITUTION.search(value.replace("$$", ""))
 
 
@@ -60,12 +60,16 @@ def dockerfile_env() -> dict[str, str]:
     """The image's ENV, in the `ENV k=v k2=v2` form and the legacy `ENV k v` one."""
     env: dict[str, str] = {}
     for instruction, args in dockerfile():
-        words = shlex.split(args) if instruction == "ENV" else []
-        if words and "=" not in words[0]:
+        if instruction != "ENV":
+            continue
+        words = shlex.split(args)
+        if "=" not in words[0]:  # legacy `ENV name value`
             name, value = args.split(None, 1)
             env[name] = value.strip()
-        else:
-            env.update(word.split("=", 1) for word in words)
+            continue
+        for word in words:
+            name, _, value = word.partition("=")
+            env[name] = value
     return env
 
 
@@ -102,7 +106,9 @@ def test_kafka_is_the_official_image_in_kraft_mode() -> None:
     assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"
     assert "zookeeper" not in " ".join(env).lower()
     # The data volume holds the broker's log dir (the image's default is /tmp/kraft-combined-logs).
-    assert mounts("kafka")[str(env["KAFKA_LOG_DIRS"])] in COMPOSE["volumes"]
+    log_dirs = env.get("KAFKA_LOG_DIRS")
+    assert log_dirs, "set KAFKA_LOG_DIRS, else the broker writes to /tmp/kraft-combined-logs"
+    assert mounts("kafka").get(log_dirs) in COMPOSE["volumes"], f"{log_dirs} must be on a named volume"
     assert "kafka-broker-api-versions.sh" in " ".join(kafka["healthcheck"]["test"])
 
 
@@ -130,7 +136,7 @@ def test_environment_names_only_settings_that_exist(service: str) -> None:
     for name, value in env.items():
         if name.startswith(PREFIX) and literal(value):
             try:
-                Settings.from_env({name: str(value)})
+                Settings.from_env({name: value})
             except SettingsError as exc:
                 pytest.fail(f"{service}: {name}={value!r}: {exc.message}")
 
