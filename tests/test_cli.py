@@ -49,7 +49,7 @@ def test_bad_topic_file_stops_start_up_naming_file_rule_and_field(tmp_path: Path
     (tmp_path / "orders.yaml").write_text("rules:\n  - id: big\n    then: [{add_coins: lots}]\n")
     done = sluice("worker", SLUICE_TOPICS_DIR=str(tmp_path))
     assert done.returncode == 2
-    assert f"{tmp_path / 'orders.yaml'}: rule 'big': then[0].add_coins must be an integer" in done.stderr
+    assert f"{tmp_path / 'orders.yaml'}: rule 'big': then[0].add_coins: must be an integer" in done.stderr
 
 
 def test_hash_key_prints_the_sha256() -> None:

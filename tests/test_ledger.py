@@ -49,9 +49,9 @@ def run(event: Envelope, offset: int, table: dict[bytes, bytes], now: datetime =
     )
 
 
-def totals(table: dict[bytes, bytes], tenant: str, user: str) -> dict[str, Any]:
+def totals(table: dict[bytes, bytes], tenant: str, user: str) -> UserState:
     raw = table.get(orjson.dumps(["u", tenant, user]))
-    return orjson.loads(raw)["state"] if raw else UserState().to_dict()
+    return UserState.from_dict(orjson.loads(raw)["state"]) if raw else UserState()
 
 
 def test_first_delivery_applies_and_a_resend_is_a_duplicate() -> None:
@@ -75,7 +75,7 @@ def test_redelivery_of_the_same_record_replays_the_same_effect() -> None:
     assert again.outcome is ledger.Outcome.REDELIVERED
     assert again.effect == first.effect
     table.update(again.writes)
-    assert totals(table, "t", "u1") == {"coins": 10, "counters": {"orders": 1}}
+    assert totals(table, "t", "u1") == UserState(points={"coins": 10}, counters={"orders": 1})
 
 
 def test_entries_expire_after_the_window() -> None:
@@ -156,7 +156,7 @@ def test_crashes_never_lose_or_double_an_effect(
         firsts[event_id] = (user, kind)
         expected[user], _ = apply(expected.get(user, UserState()), Fact(kind, T0), ORDERS.rules)
     for user, state in expected.items():
-        assert totals(part.table, "t", user) == state.to_dict()
+        assert totals(part.table, "t", user) == state
     by_id: dict[str, list[dict[str, Any]]] = {}
     for effect in part.effects:
         by_id.setdefault(effect["event_id"], []).append(effect)

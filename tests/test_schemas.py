@@ -64,3 +64,37 @@ def test_bad_schema_file_is_a_config_error(tmp_path: Path) -> None:
     (tmp_path / "x.avsc").write_text('{"type": "record"}')
     with pytest.raises(ConfigError, match=r"x\.avsc"):
         SchemaSet.load(tmp_path)
+
+
+def test_every_effect_the_engine_makes_encodes_with_the_effect_schema() -> None:
+    from app import ledger
+    from app.rules import Fact, UserState, apply, parse_rules
+
+    rules = parse_rules(
+        [
+            {
+                "id": "all",
+                "then": [
+                    {"add_coins": 3},
+                    {"add_points": {"currency": "xp", "amount": 9}},
+                    {"increment": "n"},
+                    {"award_badge": "b"},
+                    {"badge_ready": "r"},
+                    {"grant_tokens": "t"},
+                    {"update_streak": {"milestones": [1]}},
+                    {"evolution_ready": {"currency": "xp", "levels": [5]}},
+                    {"emit": {"name": "confetti", "payload": {"k": [1, 2]}}},
+                ],
+            }
+        ],
+        source="t.yaml",
+    )
+    _, effect = apply(UserState(), Fact("x", AT, {}), rules)
+    record = ledger.effect_record(event(), effect, "v1")
+    name, decoded = SCHEMAS.decode(SCHEMAS["effect"].encode(record))
+    assert name == "effect"
+    assert decoded["changes"]["badges_awarded"] == ["b"]
+    assert decoded["changes"]["streak_milestones"] == [{"streak": "daily", "days": 1}]
+    assert decoded["changes"]["custom"] == [{"name": "confetti", "payload": '{"k":[1,2]}'}]
+    assert decoded["totals"]["streaks"] == {"daily": {"current": 1, "longest": 1}}
+    assert decoded["changes"]["evolution_ready"] is True

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from app.errors import ConfigError
-from app.rules import AddCoins, Increment
+from app.rules import AddPoints, Increment
 from app.topics import Catalog, load_topic
 
 REPO = Path(__file__).resolve().parents[1]
@@ -21,7 +21,7 @@ def test_shipped_topics_load() -> None:
     assert orders.kafka_topic == "events.orders"
     assert [rule.id for rule in orders.rules] == ["count-orders", "coins-per-order"]
     assert orders.rules[0].actions == (Increment("orders"),)
-    assert orders.rules[1].actions == (AddCoins(10),)
+    assert orders.rules[1].actions == (AddPoints(10),)
 
 
 def test_kafka_topic_defaults_from_slug(tmp_path: Path) -> None:
@@ -43,11 +43,14 @@ def test_rules_version_changes_with_rules(tmp_path: Path) -> None:
         ("kafka_topic: 'has space'\n", "'kafka_topic' must be a Kafka topic name"),
         ("rules: {}\n", "'rules' must be a list"),
         ("rules:\n  - then: [{add_coins: 1}]\n", r"rules\[0\]: 'id' is required"),
-        ("rules:\n  - id: r\n    then: [{add_coins: lots}]\n", r"rule 'r': then\[0\]\.add_coins must be an integer"),
+        ("rules:\n  - id: r\n    then: [{add_coins: lots}]\n", r"rule 'r': then\[0\]\.add_coins: must be an integer"),
         ("rules:\n  - id: r\n    then: [{teleport: 1}]\n", r"rule 'r': then\[0\]: unknown action 'teleport'"),
-        ("rules:\n  - id: r\n    when: {type: 3}\n    then: [{add_coins: 1}]\n", "'when.type' must be a string"),
+        (
+            "rules:\n  - id: r\n    when: {type: 3}\n    then: [{add_coins: 1}]\n",
+            "rule 'r': when.type: must be an event type or a list of them",
+        ),
         ("rules:\n  - id: r\n    then: [{add_coins: 1}]\n  - id: r\n    then: [{add_coins: 1}]\n", "duplicate rule id"),
-        ("rules:\n  - id: r\n    then: []\n", "'then' must be a non-empty list"),
+        ("rules:\n  - id: r\n    then: []\n", "rule 'r': then: must be a non-empty list of actions"),
         ("a: [\n", "not valid YAML"),
     ],
 )

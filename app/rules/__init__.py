@@ -1,15 +1,40 @@
 """The rule engine: pure data and functions, no Kafka, Faust or HTTP."""
 
 from app.rules.engine import apply
-from app.rules.model import AddCoins, Effect, Fact, Increment, Rule, UserState
+from app.rules.model import (
+    AddPoints,
+    AwardBadge,
+    BadgeReady,
+    Effect,
+    Emit,
+    EvolutionReady,
+    Fact,
+    GrantTokens,
+    Increment,
+    Rule,
+    SetCounter,
+    Stop,
+    Streak,
+    UpdateStreak,
+    UserState,
+)
 from app.rules.parse import parse_rules, rules_version
 
 __all__ = [
-    "AddCoins",
+    "AddPoints",
+    "AwardBadge",
+    "BadgeReady",
     "Effect",
+    "Emit",
+    "EvolutionReady",
     "Fact",
+    "GrantTokens",
     "Increment",
     "Rule",
+    "SetCounter",
+    "Stop",
+    "Streak",
+    "UpdateStreak",
     "UserState",
     "apply",
     "parse_rules",

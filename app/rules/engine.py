@@ -1,38 +1,294 @@
-"""Apply a topic's rules, in order, to one user's state: (state, fact, rules) -> (state, effect)."""
+"""Apply a topic's rules, in order, to one user's state: (state, fact, rules) -> (state, effect). Pure."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+from zoneinfo import ZoneInfo
 
-from app.rules.model import AddCoins, Effect, Fact, Increment, Rule, UserState
+from app.rules.model import (
+    AddPoints,
+    AllOf,
+    AnyOf,
+    AwardBadge,
+    BadgeReady,
+    Compare,
+    Condition,
+    Effect,
+    Emit,
+    EvolutionReady,
+    Fact,
+    GrantTokens,
+    Increment,
+    Not,
+    Rule,
+    SetCounter,
+    Stop,
+    Streak,
+    UpdateStreak,
+    UserState,
+)
 
 NO_MATCHING_RULES = "no_matching_rules"
+NO_CHANGE = "no_state_change"
+MISSING = object()
 
 
 def apply(state: UserState, fact: Fact, rules: Sequence[Rule]) -> tuple[UserState, Effect]:
-    coins = state.coins
-    counters = dict(state.counters)
-    coin_delta = 0
-    counter_deltas: dict[str, int] = {}
-    fired: list[str] = []
+    work = _Work(state)
     for rule in rules:
-        if not rule.matches(fact):
+        if rule.when is not None and not holds(rule.when, fact, work.state()):
             continue
-        fired.append(rule.id)
+        work.fired.append(rule.id)
+        stopped = False
         for action in rule.actions:
-            match action:
-                case AddCoins(amount):
-                    coins += amount
-                    coin_delta += amount
-                case Increment(counter, by):
-                    counters[counter] = counters.get(counter, 0) + by
-                    counter_deltas[counter] = counter_deltas.get(counter, 0) + by
-    new_state = UserState(coins=coins, counters=counters)
-    effect = Effect(
-        rules_fired=tuple(fired),
-        coins=coin_delta,
-        counters=counter_deltas,
-        totals=new_state,
-        debug_reason=None if fired else NO_MATCHING_RULES,
-    )
-    return new_state, effect
+            if isinstance(action, Stop):
+                stopped = True
+                break
+            work.do(rule, action, fact)
+        if stopped:
+            break
+    return work.finish()
+
+
+# Conditions
+
+
+def holds(condition: Condition, fact: Fact, state: UserState) -> bool:
+    match condition:
+        case AllOf(items):
+            return all(holds(item, fact, state) for item in items)
+        case AnyOf(items):
+            return any(holds(item, fact, state) for item in items)
+        case Not(item):
+            return not holds(item, fact, state)
+        case Compare():
+            return _compare(condition, lookup(condition.path, fact, state))
+    raise AssertionError(condition)
+
+
+def lookup(path: tuple[str, ...], fact: Fact, state: UserState) -> Any:
+    """`type`, `data.<a>.<b>...`, or the user's `state.coins|points.<c>|counters.<n>|badges|streaks.<s>|...`."""
+    head, rest = path[0], path[1:]
+    value: Any
+    if head == "type":
+        return fact.type if not rest else MISSING
+    if head == "data":
+        value = fact.data
+    elif head == "state":
+        value = _state_view(state)
+    else:
+        return MISSING
+    for part in rest:
+        if isinstance(value, Mapping) and part in value:
+            value = value[part]
+        else:
+            return MISSING
+    return value
+
+
+def _state_view(state: UserState) -> dict[str, Any]:
+    return {
+        "coins": state.coins,
+        "points": state.points,
+        "counters": state.counters,
+        "badges": list(state.badges),
+        "badges_ready": list(state.badges_ready),
+        "tokens": state.tokens,
+        # A condition on a streak reads its current length.
+        "streaks": {name: streak.current for name, streak in state.streaks.items()},
+    }
+
+
+def _compare(condition: Compare, value: Any) -> bool:
+    op, expected = condition.op, condition.value
+    if op == "exists":
+        return (value is not MISSING) == bool(expected)
+    if value is MISSING:
+        return op in ("ne", "not_in")
+    try:
+        match op:
+            case "eq":
+                return bool(value == expected)
+            case "ne":
+                return bool(value != expected)
+            case "gt":
+                return bool(value > expected)
+            case "gte":
+                return bool(value >= expected)
+            case "lt":
+                return bool(value < expected)
+            case "lte":
+                return bool(value <= expected)
+            case "in":
+                return value in expected
+            case "not_in":
+                return value not in expected
+            case "contains":
+                return isinstance(value, str | list | tuple | Mapping) and expected in value
+            case "matches":
+                pattern = condition.pattern or re.compile(str(expected))
+                return isinstance(value, str) and pattern.search(value) is not None
+    except TypeError:
+        return False  # e.g. "abc" > 3: a mismatch of types never matches
+    raise AssertionError(op)
+
+
+# Actions
+
+
+class _Work:
+    """The state being changed by one event, and the changes so far."""
+
+    before: UserState
+    points: dict[str, int]
+    counters: dict[str, int]
+    badges: list[str]
+    badges_ready: list[str]
+    tokens: dict[str, int]
+    streaks: dict[str, Streak]
+    levels: dict[str, int]
+    windows: dict[str, tuple[int, ...]]
+    fired: list[str]
+    d_points: dict[str, int]
+    d_counters: dict[str, int]
+    awarded: list[str]
+    ready: list[str]
+    granted: dict[str, int]
+    evolution_ready: bool
+    milestones: list[tuple[str, int]]
+    emitted: list[tuple[str, Mapping[str, Any]]]
+
+    def __init__(self, before: UserState) -> None:
+        self.before = before
+        self.points = dict(before.points)
+        self.counters = dict(before.counters)
+        self.badges = list(before.badges)
+        self.badges_ready = list(before.badges_ready)
+        self.tokens = dict(before.tokens)
+        self.streaks = dict(before.streaks)
+        self.levels = dict(before.levels)
+        self.windows = dict(before.windows)
+        self.fired, self.awarded, self.ready, self.milestones, self.emitted = [], [], [], [], []
+        self.d_points, self.d_counters, self.granted = {}, {}, {}
+        self.evolution_ready = False
+
+    def state(self) -> UserState:
+        return UserState(
+            points=dict(self.points),
+            counters=dict(self.counters),
+            badges=tuple(self.badges),
+            badges_ready=tuple(self.badges_ready),
+            tokens=dict(self.tokens),
+            streaks=dict(self.streaks),
+            levels=dict(self.levels),
+            windows=dict(self.windows),
+        )
+
+    def do(self, rule: Rule, action: Any, fact: Fact) -> None:
+        match action:
+            case AddPoints(amount, currency):
+                self.points[currency] = self.points.get(currency, 0) + amount
+                self.d_points[currency] = self.d_points.get(currency, 0) + amount
+            case Increment(counter, by):
+                self.counters[counter] = self.counters.get(counter, 0) + by
+                self.d_counters[counter] = self.d_counters.get(counter, 0) + by
+            case SetCounter(counter, value):
+                change = value - self.counters.get(counter, 0)
+                self.counters[counter] = value
+                self.d_counters[counter] = self.d_counters.get(counter, 0) + change
+            case AwardBadge():
+                if self._earned(rule, action, fact):
+                    self._award(action.badge)
+            case BadgeReady(badge):
+                if badge not in self.badges and badge not in self.badges_ready:
+                    self.badges_ready.append(badge)
+                    self.ready.append(badge)
+            case GrantTokens(token, amount):
+                self.tokens[token] = self.tokens.get(token, 0) + amount
+                self.granted[token] = self.granted.get(token, 0) + amount
+            case UpdateStreak():
+                self._streak(action, fact)
+            case EvolutionReady(currency, levels):
+                self._evolve(currency, levels)
+            case Emit(name, payload):
+                self.emitted.append((name, payload))
+            case _:
+                raise AssertionError(action)
+
+    def _award(self, badge: str) -> None:
+        if badge in self.badges:
+            return
+        self.badges.append(badge)
+        self.awarded.append(badge)
+        if badge in self.badges_ready:  # claimed: no longer waiting
+            self.badges_ready.remove(badge)
+
+    def _earned(self, rule: Rule, action: AwardBadge, fact: Fact) -> bool:
+        if action.badge in self.badges:
+            return False
+        if action.counter is not None:
+            return self.counters.get(action.counter, 0) >= action.at_least
+        if action.window_events:
+            key = f"{rule.id}:{action.badge}"
+            now = int(fact.occurred_at.timestamp() * 1000)
+            start = now - action.window_seconds * 1000
+            recent = sorted(t for t in (*self.windows.get(key, ()), now) if start <= t <= now)
+            if len(recent) >= action.window_events:
+                self.windows.pop(key, None)
+                return True
+            self.windows[key] = tuple(recent[-(action.window_events - 1) :])
+            return False
+        return True
+
+    def _streak(self, action: UpdateStreak, fact: Fact) -> None:
+        day = fact.occurred_at.astimezone(ZoneInfo(action.timezone)).date().toordinal()
+        streak = self.streaks.get(action.name, Streak())
+        if day <= streak.last_day:  # the same day again, or a late event: the streak stands
+            return
+        current = streak.current + 1 if day == streak.last_day + 1 else 1
+        self.streaks[action.name] = replace(streak, current=current, longest=max(streak.longest, current), last_day=day)
+        if current in action.milestones:
+            self.milestones.append((action.name, current))
+
+    def _evolve(self, currency: str, levels: tuple[int, ...]) -> None:
+        total = self.points.get(currency, 0)
+        reached = max((level for level in levels if total >= level), default=0)
+        if reached > self.levels.get(currency, 0):
+            self.levels[currency] = reached
+            self.evolution_ready = True
+
+    def finish(self) -> tuple[UserState, Effect]:
+        after = self.state()
+        # A zero delta (add_coins: 0, or +1 then -1) changed nothing.
+        self.d_points = {k: v for k, v in self.d_points.items() if v}
+        self.d_counters = {k: v for k, v in self.d_counters.items() if v}
+        self.granted = {k: v for k, v in self.granted.items() if v}
+        changed = (
+            self.d_points
+            or self.d_counters
+            or self.awarded
+            or self.ready
+            or self.granted
+            or self.evolution_ready
+            or self.milestones
+            or self.emitted
+            or after.streaks != self.before.streaks
+        )
+        reason = None if changed else (NO_MATCHING_RULES if not self.fired else NO_CHANGE)
+        effect = Effect(
+            rules_fired=tuple(self.fired),
+            points=self.d_points,
+            counters=self.d_counters,
+            badges_awarded=tuple(self.awarded),
+            badges_ready=tuple(self.ready),
+            tokens=self.granted,
+            evolution_ready=self.evolution_ready,
+            streak_milestones=tuple(self.milestones),
+            emitted=tuple(self.emitted),
+            totals=after,
+            debug_reason=reason,
+        )
+        return after, effect

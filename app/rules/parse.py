@@ -3,14 +3,52 @@
 from __future__ import annotations
 
 import hashlib
+import re
+from collections.abc import Callable
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 
 from app.errors import ConfigError
-from app.rules.model import Action, AddCoins, Increment, Rule
+from app.rules.model import (
+    Action,
+    AddPoints,
+    AllOf,
+    AnyOf,
+    AwardBadge,
+    BadgeReady,
+    Compare,
+    Condition,
+    Emit,
+    EvolutionReady,
+    GrantTokens,
+    Increment,
+    Not,
+    Rule,
+    SetCounter,
+    Stop,
+    UpdateStreak,
+)
 
-ACTION_KINDS = ("add_coins", "increment")
+OPERATORS = ("eq", "ne", "gt", "gte", "lt", "lte", "in", "not_in", "exists", "contains", "matches")
+ROOTS = ("type", "data", "state")
+NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+
+
+class _Where:
+    """Where in the file we are, for error messages: file, rule, field."""
+
+    def __init__(self, source: str, rule: str, field: str = "") -> None:
+        self.source, self.rule, self.field = source, rule, field
+
+    def at(self, part: str) -> _Where:
+        if part.isdigit():  # list positions read as then[0], like the API's events[2].type
+            return _Where(self.source, self.rule, f"{self.field}[{part}]")
+        return _Where(self.source, self.rule, f"{self.field}.{part}" if self.field else part)
+
+    def error(self, message: str) -> ConfigError:
+        return ConfigError(f"{self.source}: rule {self.rule}: {self.field}: {message}", field=self.field)
 
 
 def parse_rules(raw: Any, *, source: str) -> tuple[Rule, ...]:
@@ -21,22 +59,24 @@ def parse_rules(raw: Any, *, source: str) -> tuple[Rule, ...]:
     rules: list[Rule] = []
     seen: set[str] = set()
     for index, item in enumerate(raw):
-        where = f"{source}: rules[{index}]"
         if not isinstance(item, dict):
-            raise ConfigError(f"{where}: must be a mapping", field=f"rules[{index}]")
+            raise ConfigError(f"{source}: rules[{index}]: must be a mapping", field=f"rules[{index}]")
         rule_id = item.get("id")
         if not isinstance(rule_id, str) or not rule_id:
-            raise ConfigError(f"{where}: 'id' is required and must be a string", field=f"rules[{index}].id")
-        where = f"{source}: rule {rule_id!r}"
+            raise ConfigError(
+                f"{source}: rules[{index}]: 'id' is required and must be a string", field=f"rules[{index}].id"
+            )
+        where = _Where(source, repr(rule_id))
         if rule_id in seen:
-            raise ConfigError(f"{where}: duplicate rule id", field=f"rules[{index}].id")
+            raise where.at("id").error("duplicate rule id")
         seen.add(rule_id)
         _reject_unknown(item, {"id", "when", "then", "description"}, where)
+        when = item.get("when")
         rules.append(
             Rule(
                 id=rule_id,
-                event_types=_parse_when(item.get("when"), where),
-                actions=_parse_actions(item.get("then"), where),
+                when=None if when is None else _condition(when, where.at("when")),
+                actions=_actions(item.get("then"), where.at("then")),
             )
         )
     return tuple(rules)
@@ -48,60 +88,206 @@ def rules_version(raw: Any) -> str:
     return hashlib.sha256(canonical).hexdigest()[:12]
 
 
-def _parse_when(raw: Any, where: str) -> frozenset[str]:
-    if raw is None:
-        return frozenset()
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: 'when' must be a mapping", field="when")
-    _reject_unknown(raw, {"type"}, f"{where}: when")
-    types = raw.get("type")
-    if isinstance(types, str):
-        return frozenset({types})
-    if isinstance(types, list) and types and all(isinstance(t, str) for t in types):
-        return frozenset(types)
-    raise ConfigError(f"{where}: 'when.type' must be a string or a list of strings", field="when.type")
+# Conditions: `type: x`, `{field: path, <op>: value}`, `all: [...]`, `any: [...]`, `not: {...}`;
+# several keys in one mapping must all hold.
 
 
-def _parse_actions(raw: Any, where: str) -> tuple[Action, ...]:
+def _condition(raw: Any, where: _Where) -> Condition:
+    if not isinstance(raw, dict) or not raw:
+        raise where.error("a condition must be a non-empty mapping")
+    if "field" in raw:
+        return _compare(raw, where)
+    parts: list[Condition] = []
+    for key, value in raw.items():
+        part = where.at(key)
+        if key == "type":
+            types = [value] if isinstance(value, str) else value
+            if not isinstance(types, list) or not types or not all(isinstance(t, str) for t in types):
+                raise part.error("must be an event type or a list of them")
+            parts.append(Compare(("type",), "in", tuple(types)))
+        elif key in ("all", "any"):
+            if not isinstance(value, list) or not value:
+                raise part.error("must be a non-empty list of conditions")
+            items = tuple(_condition(item, part.at(str(i))) for i, item in enumerate(value))
+            parts.append(AllOf(items) if key == "all" else AnyOf(items))
+        elif key == "not":
+            parts.append(Not(_condition(value, part)))
+        else:
+            raise part.error("unknown condition; use type, field, all, any or not")
+    return parts[0] if len(parts) == 1 else AllOf(tuple(parts))
+
+
+def _compare(raw: dict[str, Any], where: _Where) -> Compare:
+    path = raw["field"]
+    if not isinstance(path, str) or path.split(".")[0] not in ROOTS:
+        raise where.at("field").error(f"must be a path starting with {', '.join(ROOTS)} (e.g. data.score)")
+    ops = [key for key in raw if key != "field"]
+    if len(ops) != 1 or ops[0] not in OPERATORS:
+        raise where.error(f"needs exactly one operator of {', '.join(OPERATORS)}")
+    op, value = ops[0], raw[ops[0]]
+    if op in ("in", "not_in") and not isinstance(value, list):
+        raise where.at(op).error("must be a list")
+    if op == "exists" and not isinstance(value, bool):
+        raise where.at(op).error("must be true or false")
+    pattern = None
+    if op == "matches":
+        try:
+            pattern = re.compile(str(value))
+        except re.error as exc:
+            raise where.at(op).error(f"not a valid regular expression: {exc}") from None
+    return Compare(tuple(path.split(".")), op, tuple(value) if isinstance(value, list) else value, pattern)
+
+
+# Actions: one-key mappings, applied in order.
+
+
+def _actions(raw: Any, where: _Where) -> tuple[Action, ...]:
     if not isinstance(raw, list) or not raw:
-        raise ConfigError(f"{where}: 'then' must be a non-empty list of actions", field="then")
+        raise where.error("must be a non-empty list of actions")
     actions: list[Action] = []
     for index, item in enumerate(raw):
-        field = f"then[{index}]"
+        part = where.at(str(index))
+        if item == "stop":
+            actions.append(Stop())
+            continue
         if not isinstance(item, dict) or len(item) != 1:
-            raise ConfigError(
-                f"{where}: {field} must be one of {', '.join(ACTION_KINDS)} (a one-key mapping)", field=field
-            )
+            raise part.error(f"an action is a one-key mapping: {', '.join(ACTIONS)}")
         ((kind, value),) = item.items()
-        if kind == "add_coins":
-            if not _is_int(value):
-                raise ConfigError(f"{where}: {field}.add_coins must be an integer", field=f"{field}.add_coins")
-            actions.append(AddCoins(value))
-        elif kind == "increment":
-            actions.append(_parse_increment(value, where, f"{field}.increment"))
-        else:
-            raise ConfigError(
-                f"{where}: {field}: unknown action {kind!r}; known: {', '.join(ACTION_KINDS)}", field=field
-            )
+        parser = ACTIONS.get(kind)
+        if parser is None:
+            raise part.error(f"unknown action {kind!r}; known: {', '.join(ACTIONS)}")
+        actions.append(parser(value, part.at(kind)))
     return tuple(actions)
 
 
-def _parse_increment(value: Any, where: str, field: str) -> Increment:
-    if isinstance(value, str) and value:
-        return Increment(value)
-    if isinstance(value, dict):
-        _reject_unknown(value, {"counter", "by"}, f"{where}: {field}")
-        counter, by = value.get("counter"), value.get("by", 1)
-        if isinstance(counter, str) and counter and _is_int(by):
-            return Increment(counter, by)
-    raise ConfigError(f"{where}: {field} must be a counter name or {{counter: name, by: integer}}", field=field)
+def _add_coins(value: Any, where: _Where) -> Action:
+    return AddPoints(_int(value, where))
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def _add_points(value: Any, where: _Where) -> Action:
+    spec = _mapping(value, where, {"currency", "amount"}, required={"currency", "amount"})
+    return AddPoints(_int(spec["amount"], where.at("amount")), _name(spec["currency"], where.at("currency")))
 
 
-def _reject_unknown(raw: dict[str, Any], known: set[str], where: str) -> None:
+def _increment(value: Any, where: _Where) -> Action:
+    if isinstance(value, str):
+        return Increment(_name(value, where))
+    spec = _mapping(value, where, {"counter", "by"}, required={"counter"})
+    return Increment(_name(spec["counter"], where.at("counter")), _int(spec.get("by", 1), where.at("by")))
+
+
+def _set_counter(value: Any, where: _Where) -> Action:
+    spec = _mapping(value, where, {"counter", "value"}, required={"counter", "value"})
+    return SetCounter(_name(spec["counter"], where.at("counter")), _int(spec["value"], where.at("value")))
+
+
+def _award_badge(value: Any, where: _Where) -> Action:
+    if isinstance(value, str):
+        return AwardBadge(_name(value, where))
+    spec = _mapping(value, where, {"badge", "counter", "at_least", "within"}, required={"badge"})
+    badge = _name(spec["badge"], where.at("badge"))
+    if "counter" in spec:
+        if "within" in spec:
+            raise where.error("use either counter/at_least or within, not both")
+        return AwardBadge(
+            badge, counter=_name(spec["counter"], where.at("counter")), at_least=_int(spec.get("at_least", 1), where)
+        )
+    if "within" in spec:
+        window = _mapping(spec["within"], where.at("within"), {"events", "seconds"}, required={"events", "seconds"})
+        events, seconds = _int(window["events"], where.at("within.events")), _int(window["seconds"], where)
+        if events < 1 or seconds < 1:
+            raise where.at("within").error("events and seconds must be at least 1")
+        return AwardBadge(badge, window_events=events, window_seconds=seconds)
+    return AwardBadge(badge)
+
+
+def _badge_ready(value: Any, where: _Where) -> Action:
+    return BadgeReady(_name(value, where))
+
+
+def _grant_tokens(value: Any, where: _Where) -> Action:
+    if isinstance(value, str):
+        return GrantTokens(_name(value, where))
+    spec = _mapping(value, where, {"token", "amount"}, required={"token"})
+    return GrantTokens(_name(spec["token"], where.at("token")), _int(spec.get("amount", 1), where.at("amount")))
+
+
+def _update_streak(value: Any, where: _Where) -> Action:
+    spec = {} if value is None or value is True else _mapping(value, where, {"name", "timezone", "milestones"})
+    timezone = spec.get("timezone", "UTC")
+    try:
+        ZoneInfo(str(timezone))
+    except (ZoneInfoNotFoundError, ValueError):
+        raise where.at("timezone").error(f"unknown time zone {timezone!r}") from None
+    milestones = spec.get("milestones", [])
+    if not isinstance(milestones, list) or not all(isinstance(m, int) and m > 0 for m in milestones):
+        raise where.at("milestones").error("must be a list of positive day counts")
+    return UpdateStreak(_name(spec.get("name", "daily"), where.at("name")), str(timezone), tuple(sorted(milestones)))
+
+
+def _evolution_ready(value: Any, where: _Where) -> Action:
+    spec = _mapping(value, where, {"currency", "levels"}, required={"levels"})
+    levels = spec["levels"]
+    if not isinstance(levels, list) or not levels or not all(isinstance(x, int) and x > 0 for x in levels):
+        raise where.at("levels").error("must be a non-empty list of positive thresholds")
+    return EvolutionReady(_name(spec.get("currency", "coins"), where.at("currency")), tuple(sorted(levels)))
+
+
+def _emit(value: Any, where: _Where) -> Action:
+    if isinstance(value, str):
+        return Emit(_name(value, where))
+    spec = _mapping(value, where, {"name", "payload"}, required={"name"})
+    payload = spec.get("payload", {})
+    if not isinstance(payload, dict):
+        raise where.at("payload").error("must be a mapping")
+    return Emit(_name(spec["name"], where.at("name")), payload)
+
+
+def _stop(value: Any, where: _Where) -> Action:
+    if value is not True:
+        raise where.error("write `stop: true` (or just `- stop`)")
+    return Stop()
+
+
+ACTIONS: dict[str, Callable[[Any, _Where], Action]] = {
+    "add_coins": _add_coins,
+    "add_points": _add_points,
+    "increment": _increment,
+    "set_counter": _set_counter,
+    "award_badge": _award_badge,
+    "badge_ready": _badge_ready,
+    "grant_tokens": _grant_tokens,
+    "update_streak": _update_streak,
+    "evolution_ready": _evolution_ready,
+    "emit": _emit,
+    "stop": _stop,
+}
+
+
+def _mapping(
+    value: Any, where: _Where, known: set[str], required: set[str] | frozenset[str] = frozenset()
+) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise where.error(f"must be a mapping with {', '.join(sorted(known))}")
+    _reject_unknown(value, known, where)
+    for name in sorted(required - set(value)):
+        raise where.at(name).error("is required")
+    return value
+
+
+def _int(value: Any, where: _Where) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise where.error("must be an integer")
+    return value
+
+
+def _name(value: Any, where: _Where) -> str:
+    if not isinstance(value, str) or not NAME.fullmatch(value):
+        raise where.error("must be a name of letters, digits, '_', '.', ':' or '-' (at most 64)")
+    return value
+
+
+def _reject_unknown(raw: dict[str, Any], known: set[str], where: _Where) -> None:
     unknown = sorted(set(raw) - known)
     if unknown:
-        raise ConfigError(f"{where}: unknown key {unknown[0]!r}; known: {', '.join(sorted(known))}", field=unknown[0])
+        raise where.at(unknown[0]).error(f"unknown key; known: {', '.join(sorted(known))}")
