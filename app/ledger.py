@@ -88,7 +88,9 @@ class Step:
 
     outcome: Outcome
     writes: tuple[tuple[bytes, bytes], ...] = ()
-    effect: Mapping[str, Any] | None = None
+    effect: Mapping[str, Any] | None = None  # for the effects topic
+    # For the replies topic: the first delivery's effect, when the same id is sent again.
+    reply: Mapping[str, Any] | None = None
 
 
 def keys(event: Envelope) -> tuple[bytes, bytes]:
@@ -119,7 +121,7 @@ def step(
         entry = None
     if entry is not None:
         if (entry.topic, entry.offset) != (source_topic, offset):
-            return Step(Outcome.DUPLICATE)
+            return Step(Outcome.DUPLICATE, reply={**entry.effect, "replayed": True})
         # Re-assert both writes: either may have been lost with the crash.
         current = user if user.applied(source_topic, offset) else entry.user_after
         return Step(
@@ -156,6 +158,7 @@ def effect_record(event: Envelope, effect: Effect, rules_version: str) -> dict[s
         "event_type": event.type,
         "occurred_at": to_ms(event.occurred_at),
         "rules_version": rules_version,
+        "replayed": False,
         **effect.to_dict(),
     }
 

@@ -51,6 +51,7 @@ class Settings:
     replication_factor: int = _setting(1, "Replication factor of the topics Sluice creates.")
     max_body_bytes: int = _setting(1024 * 1024, "Largest request body the producer reads (413 above it).")
     publish_timeout_s: float = _setting(10.0, "How long the producer waits for Kafka's ack before a 503.")
+    effect_timeout_s: float = _setting(5.0, "How long the gamification endpoints wait for effects before a 202.")
     dedupe_window_s: int = _setting(7 * 24 * 3600, "How long an event id is remembered for deduplication.")
     log_level: str = _setting("info", "debug, info, warning or error.")
 

@@ -18,6 +18,8 @@ from app.topics import Catalog
 log = logging.getLogger(__name__)
 
 EFFECTS = "effects"
+# Cached effects of event ids sent again, for the producer's synchronous answers; never on `effects`.
+REPLIES = "replies"
 # Refused input: `dlq.<tenant>` per tenant (the producer's refusals), `dlq` for what the worker
 # cannot attribute to a tenant (records it cannot decode).
 DEAD_LETTERS = "dlq"
@@ -30,6 +32,7 @@ class Topology:
 
     events: Mapping[str, str]  # topic slug -> Kafka topic
     effects: str
+    replies: str
     dead_letters: str
     partitions: int
     replication_factor: int
@@ -40,6 +43,7 @@ class Topology:
         return cls(
             events={slug: settings.kafka_topic(spec.kafka_topic) for slug, spec in catalog.items()},
             effects=settings.kafka_topic(EFFECTS),
+            replies=settings.kafka_topic(REPLIES),
             dead_letters=settings.kafka_topic(DEAD_LETTERS),
             partitions=settings.partitions,
             replication_factor=settings.replication_factor,
@@ -52,7 +56,7 @@ class Topology:
     @property
     def all_topics(self) -> list[str]:
         dlqs = [self.tenant_dead_letters(tenant) for tenant in sorted(self.tenants)]
-        return [*self.events.values(), self.effects, self.dead_letters, *dlqs]
+        return [*self.events.values(), self.effects, self.replies, self.dead_letters, *dlqs]
 
     def slug_of(self, kafka_topic: str) -> str | None:
         for slug, name in self.events.items():

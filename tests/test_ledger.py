@@ -63,6 +63,7 @@ def test_first_delivery_applies_and_a_resend_is_a_duplicate() -> None:
     again = run(envelope("e1", "u1", "orders"), 1, table)
     assert again.outcome is ledger.Outcome.DUPLICATE
     assert again.writes == () and again.effect is None
+    assert again.reply == {**(first.effect or {}), "replayed": True}  # the cached effect, for the replies topic
     assert first.effect is not None and first.effect["totals"]["coins"] == 10
 
 

@@ -53,3 +53,6 @@ class Dialect:
     error_body: Callable[[RequestError], Any] = default_error_body
     max_body_bytes: int | None = None  # below the server-wide cap, where the dialect documents one
     raw_body: bool = False  # parse gets the body's bytes, not its JSON (CloudEvents binary mode)
+    # Dialects that answer with the rules' effects: the answer, given the Effect records
+    # (schemas/effect.avsc) that arrived in time, by event id; some may be missing.
+    reply: Callable[[Parsed, Mapping[str, Mapping[str, Any]]], tuple[int, Any]] | None = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -109,7 +110,7 @@ def resolve_audience(value: Any, request: Request, path: str) -> str | None:
 
 
 def respond_single(parsed: Parsed) -> tuple[int, Any]:
-    # 202 until the rule engine answers with effects (issue 4).
+    """Accepted, but the effect did not come back in time."""
     ((_, accepted),) = parsed.accepted
     return 202, {"status": "accepted", "event_id": accepted.id}
 
@@ -118,5 +119,37 @@ def respond_batch(parsed: Parsed) -> tuple[int, Any]:
     return 202, {"status": "accepted", "event_ids": [accepted.id for _, accepted in parsed.accepted]}
 
 
-SINGLE = Dialect(NAME, parse_single, respond_single)
-BATCH = Dialect(NAME, parse_batch, respond_batch)
+def reply_single(parsed: Parsed, effects: Mapping[str, Mapping[str, Any]]) -> tuple[int, Any]:
+    ((_, accepted),) = parsed.accepted
+    effect = effects.get(accepted.id)
+    if effect is None:
+        return respond_single(parsed)
+    return 200, {"event_id": accepted.id, **answer(effect)}
+
+
+def reply_batch(parsed: Parsed, effects: Mapping[str, Mapping[str, Any]]) -> tuple[int, Any]:
+    ids = [accepted.id for _, accepted in parsed.accepted]
+    if any(event_id not in effects for event_id in ids):
+        return respond_batch(parsed)
+    return 200, {"results": [{"event_id": event_id, **answer(effects[event_id])} for event_id in ids]}
+
+
+def answer(effect: Mapping[str, Any]) -> dict[str, Any]:
+    """An Effect record (schemas/effect.avsc) as the gamification API answers it."""
+    changes = effect["changes"]
+    body: dict[str, Any] = {
+        "coins": changes["coins"],
+        "badges_awarded": changes["badges_awarded"],
+        "badges_ready": changes["badges_ready"],
+        "tokens": [{"token": token, "amount": amount} for token, amount in changes["tokens"].items()],
+        "evolution_ready": changes["evolution_ready"],
+        "streak_milestones": changes["streak_milestones"],
+        "replayed": effect["replayed"],
+    }
+    if effect["debug_reason"] is not None:
+        body["debug_reason"] = effect["debug_reason"]
+    return body
+
+
+SINGLE = Dialect(NAME, parse_single, respond_single, reply=reply_single)
+BATCH = Dialect(NAME, parse_batch, respond_batch, reply=reply_batch)

@@ -26,6 +26,7 @@ from app.errors import (
 )
 from app.producer import openapi
 from app.producer.publisher import Publisher
+from app.producer.replies import Replies, gather_effects
 from app.schemas import SchemaSet
 from app.settings import Settings
 from app.tenants import KeyRing, Principal
@@ -66,6 +67,7 @@ class Context:
     schemas: SchemaSet
     keyring: KeyRing
     publisher: Publisher
+    replies: Replies | None = None  # absent: dialects that reply answer 202 at once
 
 
 CONTEXT = web.AppKey("context", Context)
@@ -207,8 +209,15 @@ def ingest(dialect: Dialect) -> Handler:
         except RequestError as exc:
             await keep_refused(request, exc)
             return json_response(exc.status, dialect.error_body(exc), _auth_challenge(exc))
-        await _write(request, context, spec, parsed)
-        status, payload = dialect.respond(parsed)
+        if dialect.reply is None or context.replies is None:
+            await _write(request, context, spec, parsed)
+            status, payload = dialect.respond(parsed)
+            return json_response(status, payload)
+        keys = [(principal.tenant, spec.slug, event.id) for _, event in parsed.accepted]
+        with context.replies.expect(keys) as futures:
+            await _write(request, context, spec, parsed)
+            arrived = await gather_effects(futures, context.settings.effect_timeout_s)
+        status, payload = dialect.reply(parsed, {key[2]: effect for key, effect in arrived.items()})
         return json_response(status, payload)
 
     return handle
@@ -257,7 +266,9 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None, stop:
     async with Publisher(
         settings.bootstrap, dead_letter_schema=schemas["dead_letter"], timeout_s=settings.publish_timeout_s
     ) as publisher:
-        context = Context(settings, catalog, topology, schemas, keyring, publisher)
+        replies = Replies(settings.bootstrap, [topology.effects, topology.replies], topology.partitions, schemas)
+        await replies.start()
+        context = Context(settings, catalog, topology, schemas, keyring, publisher, replies)
         runner = web.AppRunner(create_app(settings, context), access_log=None)
         await runner.setup()
         # Several producer processes share one port; a lone one binds plainly, so a second
@@ -273,3 +284,4 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None, stop:
             await stop.wait()
         finally:
             await runner.cleanup()
+            await replies.stop()

@@ -24,6 +24,7 @@ def register(app: faust.App, settings: Settings, catalog: Catalog, schemas: Sche
     raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
     source = app.topic(*topology.events.values(), partitions=topology.partitions, **raw)
     effects = app.topic(topology.effects, partitions=topology.partitions, **raw)
+    replies = app.topic(topology.replies, partitions=topology.partitions, **raw)
     dead_letters = app.topic(topology.dead_letters, partitions=topology.partitions, **raw)
     # One table for user records and dedupe entries: both land in the changelog
     # partition of the event at hand, in write order (see app/ledger.py).
@@ -71,5 +72,7 @@ def register(app: faust.App, settings: Settings, catalog: Catalog, schemas: Sche
                 table[key] = value
             if result.effect is not None:
                 await effects.send(key=envelope.key, value=effect_schema.encode(result.effect))
+            if result.reply is not None:
+                await replies.send(key=envelope.key, value=effect_schema.encode(result.reply))
             log.debug("%s %s for %s", result.outcome.value, envelope.id, envelope.user_id)
             yield None

@@ -28,8 +28,19 @@ async def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) 
     stack = Stack.create(kafka_bootstrap, workdir, api_keys=f"{KEY}:acme,{OTHER}:beta", SLUICE_KEYS_FILE=str(keys))
     await stack.start_producer()
     stack.start("worker")
+    # Wait until the worker has joined and answers, so the synchronous endpoints get effects.
+    warm = {"event_id": "warm-up", "user_id": "warm-up", "type": "daily_login"}
+    await read_until_answered(stack, warm)
     yield stack
     stack.stop()
+
+
+async def read_until_answered(stack: Stack, event: dict[str, Any]) -> None:
+    for _ in range(30):
+        status, _ = await call(stack, "POST", "/api/v1/events", event)
+        if status == 200:
+            return
+    raise TimeoutError("the worker never answered")
 
 
 async def call(
@@ -97,15 +108,43 @@ async def test_analytics_documented_error(stack: Stack) -> None:
     assert [(d["field"], d["code"]) for d in body["details"]] == [("event_time", "validation.format")]
 
 
-async def test_gamification_seed_examples(stack: Stack) -> None:
-    status, body = await call(
-        stack, "POST", "/api/v1/events", seed("gamification.json"), {"Authorization": f"Bearer {KEY}"}
-    )
-    assert (status, body["event_id"]) == (202, "evt_01HXYZ")
-    status, body = await call(
-        stack, "POST", "/api/v1/events/batch", seed("gamification_batch.json"), {"Authorization": f"Bearer {KEY}"}
-    )
-    assert (status, body["event_ids"]) == (202, ["e1", "e2"])
+async def test_gamification_seed_examples_answer_with_their_effects(stack: Stack) -> None:
+    bearer = {"Authorization": f"Bearer {KEY}"}
+    status, body = await call(stack, "POST", "/api/v1/events", seed("gamification.json"), bearer)
+    assert status == 200, body
+    assert body == {
+        "event_id": "evt_01HXYZ",
+        "coins": 10,
+        "badges_awarded": ["first_lesson"],
+        "badges_ready": [],
+        "tokens": [],
+        "evolution_ready": False,
+        "streak_milestones": [],
+        "replayed": False,
+    }
+    status, body = await call(stack, "POST", "/api/v1/events/batch", seed("gamification_batch.json"), bearer)
+    assert status == 200, body
+    assert [(r["event_id"], r["coins"], r["badges_awarded"]) for r in body["results"]] == [
+        ("e1", 10, []),
+        ("e2", 5, []),
+    ]
+
+
+async def test_gamification_duplicate_returns_the_cached_effect_replayed(stack: Stack) -> None:
+    event = {"event_id": unique("g"), "user_id": unique("learner"), "type": "lesson_completed"}
+    status, first = await call(stack, "POST", "/api/v1/events", event)
+    assert (status, first["coins"], first["replayed"]) == (200, 10, False)
+    status, again = await call(stack, "POST", "/api/v1/events", event)
+    assert status == 200
+    assert again == {**first, "replayed": True}
+    later = {**event, "event_id": unique("g")}
+    status, third = await call(stack, "POST", "/api/v1/events", later)
+    assert (status, third["coins"], third["badges_awarded"]) == (200, 10, [])  # the duplicate applied nothing
+
+
+async def test_nothing_matched_says_why(stack: Stack) -> None:
+    status, body = await call(stack, "POST", "/api/v1/events", {"user_id": unique("u"), "type": "task_assigned"})
+    assert (status, body["debug_reason"]) == (200, "no_matching_rules")
 
 
 async def test_segment_seed_example(stack: Stack) -> None:
@@ -190,7 +229,7 @@ async def test_gamification_batch_is_all_or_nothing(stack: Stack) -> None:
     sentinel = unique("sentinel")
     assert (
         await call(stack, "POST", "/api/v1/events", {"event_id": sentinel, "user_id": user, "type": "daily_login"})
-    )[0] == 202
+    )[0] == 200
     # Same user, same partition: once the sentinel is on the topic, any write of the batch would be too.
     records = await read_until(
         stack.bootstrap, stack.topic("events.gamification"), lambda rs: any(r["id"] == sentinel for r in rs)

@@ -17,7 +17,12 @@ KEY = "it_key_2"
 
 @pytest.fixture(scope="module")
 async def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
-    stack = Stack.create(kafka_bootstrap, tmp_path_factory.mktemp("producer"), api_keys=f"{KEY}:acme,other:beta")
+    stack = Stack.create(
+        kafka_bootstrap,
+        tmp_path_factory.mktemp("producer"),
+        api_keys=f"{KEY}:acme,other:beta",
+        SLUICE_EFFECT_TIMEOUT_S="1",
+    )
     await stack.start_producer()
     yield stack
     stack.stop()
@@ -133,3 +138,10 @@ async def test_bad_body_gets_a_reason_and_is_dead_lettered(
     assert letter["stage"] == "producer"
     assert letter["source"] == "POST /topics/{topic_slug}/events"
     assert letter["message"] == body["error"]["message"]
+
+
+async def test_gamification_answers_202_when_no_effect_comes_in_time(stack: Stack) -> None:
+    # This stack runs no worker: the event is accepted (in Kafka), its effect cannot come.
+    body = b'{"event_id": "no-worker-1", "user_id": "u", "type": "lesson_completed"}'
+    status, answer, _ = await send(stack, "/api/v1/events", body, {**JSON, "X-API-Key": KEY})
+    assert (status, answer) == (202, {"status": "accepted", "event_id": "no-worker-1"})
