@@ -164,6 +164,23 @@ OPERATIONS: dict[tuple[str, str], Json] = {
         ),
         "parameters": [SLUG],
     },
+    ("POST", "/rules/simulate"): _op(
+        "Run events through a topic's rules from an empty or given state; writes nothing",
+        _obj(
+            ["topic", "events"],
+            {
+                "topic": STRING,
+                "state": OBJECT,
+                "events": {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": 1000,
+                    "items": _obj(["type"], {"type": STRING, "data": OBJECT, "occurred_at": TIME}),
+                },
+            },
+        ),
+        ("200", "effects, one per event, and the final state"),
+    ),
     ("GET", "/health"): {"summary": "Liveness", "security": [], "responses": {"200": {"description": "ok"}}},
     ("GET", "/openapi.json"): {
         "summary": "This document",

@@ -29,6 +29,7 @@ from app.producer.publisher import Publisher
 from app.producer.replies import Replies, gather_effects
 from app.schemas import SchemaSet
 from app.settings import Settings
+from app.simulation import simulate
 from app.tenants import KeyRing, Principal
 from app.topics import Catalog, TopicSpec
 from app.topology import Topology, ensure_topics
@@ -231,6 +232,14 @@ async def _write(request: web.Request, context: Context, spec: TopicSpec, parsed
     await context.publisher.publish_many([(topic, event.key, event.encode(schema)) for _, event in parsed.accepted])
 
 
+async def simulate_rules(request: web.Request) -> web.Response:
+    """POST /rules/simulate: a topic's rules over a list of events, from an empty or given state; writes nothing."""
+    context = request.app[CONTEXT]
+    authenticate(request)
+    raw = await read_body(request, context.settings.max_body_bytes)
+    return json_response(200, simulate(parse_json(request, raw), context.catalog, utcnow()))
+
+
 async def health(request: web.Request) -> web.Response:
     return json_response(200, {"status": "ok"})
 
@@ -245,6 +254,7 @@ def create_app(settings: Settings, context: Context) -> web.Application:
     app[CONTEXT] = context
     for method, path, dialect in INGEST_ROUTES:
         app.router.add_route(method, path, ingest(dialect))
+    app.router.add_post("/rules/simulate", simulate_rules)
     app.router.add_get("/health", health)
     app.router.add_get("/openapi.json", openapi_document)
     return app

@@ -27,6 +27,7 @@ ENDPOINTS = [
     ("POST", "/topics/orders/events", None),
     ("POST", "/api/events", "segment.json"),
     ("POST", "/cloudevents/orders", None),
+    ("POST", "/rules/simulate", None),
 ]
 
 json_values = st.recursive(

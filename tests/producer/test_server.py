@@ -145,3 +145,14 @@ async def test_gamification_answers_202_when_no_effect_comes_in_time(stack: Stac
     body = b'{"event_id": "no-worker-1", "user_id": "u", "type": "lesson_completed"}'
     status, answer, _ = await send(stack, "/api/v1/events", body, {**JSON, "X-API-Key": KEY})
     assert (status, answer) == (202, {"status": "accepted", "event_id": "no-worker-1"})
+
+
+async def test_rules_simulate_answers_effects_and_refuses_with_a_reason(stack: Stack) -> None:
+    body = b'{"topic": "orders", "events": [{"type": "orders"}, {"type": "refund"}]}'
+    status, answer, _ = await send(stack, "/rules/simulate", body, {**JSON, "X-API-Key": KEY})
+    assert status == 200
+    assert [e["totals"]["counters"]["orders"] for e in answer["effects"]] == [1, 2]
+    status, answer, _ = await send(stack, "/rules/simulate", b'{"topic": "orders"}', {**JSON, "X-API-Key": KEY})
+    assert (status, answer["error"]["field"]) == (400, "events")
+    status, _, _ = await send(stack, "/rules/simulate", body, JSON)
+    assert status == 401
