@@ -40,6 +40,9 @@ class Settings:
     )
     worker_host: str = _setting("127.0.0.1", "Interface the worker's web server listens on.")
     worker_port: int = _setting(6066, "Port of the worker's web server.")
+    worker_session_timeout_s: float = _setting(
+        10.0, "Consumer group session timeout: how soon a dead worker's partitions move (6 s at least)."
+    )
     api_keys: str = _setting("", "Development keys: key1:tenant1,key2:tenant2 (plain text).")
     keys_file: Path | None = _setting(None, "YAML file of SHA-256 hashed API keys (production).")
     topics_dir: Path = _setting(Path("topics"), "Folder of topic files (<slug>.yaml).")

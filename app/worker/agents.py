@@ -14,13 +14,13 @@ from app.envelope import Envelope, utcnow
 from app.errors import SchemaError, SluiceError
 from app.schemas import SchemaSet
 from app.settings import Settings
-from app.topics import Catalog
 from app.topology import Topology
+from app.worker.rulebook import Rulebook
 
 log = logging.getLogger(__name__)
 
 
-def register(app: faust.App, settings: Settings, catalog: Catalog, schemas: SchemaSet, topology: Topology) -> None:
+def register(app: faust.App, settings: Settings, rulebook: Rulebook, schemas: SchemaSet, topology: Topology) -> None:
     raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
     source = app.topic(*topology.events.values(), partitions=topology.partitions, **raw)
     effects = app.topic(topology.effects, partitions=topology.partitions, **raw)
@@ -46,7 +46,7 @@ def register(app: faust.App, settings: Settings, catalog: Catalog, schemas: Sche
             message = event.message
             try:
                 envelope = Envelope.decode(event_schema, event.value)
-                spec = catalog[envelope.topic]
+                spec = rulebook[envelope.topic]
             except (SchemaError, KeyError) as exc:
                 error = exc if isinstance(exc, SluiceError) else SchemaError(f"unknown topic {exc}")
                 letter = DeadLetter.of(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 
 import faust
 
@@ -12,6 +13,7 @@ from app.settings import Settings
 from app.topics import Catalog
 from app.topology import Topology, ensure_topics
 from app.worker import agents
+from app.worker.rulebook import Rulebook
 
 
 def build_app(settings: Settings) -> faust.App:
@@ -34,13 +36,24 @@ def build_app(settings: Settings) -> faust.App:
         web_bind=settings.worker_host,
         web_port=settings.worker_port,
         web_transport="tcp://",
+        # faust's 60 s default keeps a restarted worker waiting that long for its dead
+        # predecessor to leave the group before it gets the partitions back.
+        broker_session_timeout=settings.worker_session_timeout_s,
+        broker_heartbeat_interval=settings.worker_session_timeout_s / 5,
     )
-    agents.register(app, settings, catalog, schemas, topology)
+    rulebook = Rulebook(settings.topics_dir, catalog)
+    agents.register(app, settings, rulebook, schemas, topology)
+
+    async def reload_on_sighup() -> None:
+        # mode's worker takes SIGINT, SIGTERM, SIGUSR1 and SIGUSR2; SIGHUP is ours.
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, rulebook.reload)
+
+    app.task(reload_on_sighup)
     return app
 
 
 def run(settings: Settings) -> int:
-    """`sluice worker`: create the topics, then run the Faust worker until SIGINT/SIGTERM."""
+    """`sluice worker`: create the topics, then run the Faust worker until SIGINT/SIGTERM; SIGHUP reloads rules."""
     catalog = Catalog.load(settings.topics_dir)
     asyncio.run(ensure_topics(settings.bootstrap, Topology.of(settings, catalog)))
     app = build_app(settings)

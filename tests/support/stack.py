@@ -92,17 +92,19 @@ class Stack:
         producer_port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("SLUICE_") and k != "KAFKA_BOOTSTRAP_SERVERS"}
         env.update(
-            SLUICE_KAFKA_BOOTSTRAP_SERVERS=bootstrap,
-            SLUICE_NAMESPACE=namespace,
-            SLUICE_API_KEYS=api_keys,
-            SLUICE_PRODUCER_PORT=str(producer_port),
-            SLUICE_WORKER_PORT=str(free_port()),
-            SLUICE_DATA_DIR=str(workdir / "data"),
-            SLUICE_TOPICS_DIR=str(REPO / "topics"),
-            SLUICE_SCHEMAS_DIR=str(REPO / "schemas"),
-            SLUICE_LOG_LEVEL="info",
-            **extra,
+            {
+                "SLUICE_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+                "SLUICE_NAMESPACE": namespace,
+                "SLUICE_API_KEYS": api_keys,
+                "SLUICE_PRODUCER_PORT": str(producer_port),
+                "SLUICE_WORKER_PORT": str(free_port()),
+                "SLUICE_DATA_DIR": str(workdir / "data"),
+                "SLUICE_TOPICS_DIR": str(REPO / "topics"),
+                "SLUICE_SCHEMAS_DIR": str(REPO / "schemas"),
+                "SLUICE_LOG_LEVEL": "info",
+            }
         )
+        env.update(extra)  # a test's own settings win over these defaults
         return cls(bootstrap, namespace, env, workdir, producer_port)
 
     @property
