@@ -9,7 +9,7 @@ INSTALLED := $(VENV)/.installed
 KAFKA_JARS := $(VENV)/.kafka-jars
 export SLUICE_API_KEYS ?= dev_key_123:dev
 
-.PHONY: run test lint unit integration bench-ingest clean
+.PHONY: run test lint unit integration bench-ingest bench-pipeline clean
 
 run: $(INSTALLED) $(KAFKA_JARS)
 	$(BIN)/sluice up
@@ -27,6 +27,11 @@ integration: $(INSTALLED) $(KAFKA_JARS)
 # spare core; set SLUICE_PRODUCER_PROCESSES); prints events/s, p50/p99 and the bare-producer ceilings.
 bench-ingest: $(INSTALLED) $(KAFKA_JARS)
 	SLUICE_PRODUCER_PROCESSES=$${SLUICE_PRODUCER_PROCESSES:-2} $(BIN)/sluice bench ingest --connections 16
+
+# Starts its own broker (unless KAFKA_BOOTSTRAP_SERVERS), pre-loads 100,000 orders, then one worker
+# process: prints its events/s, then HTTP-accept-to-effect latency p50/p99 at a steady 1,000 events/s.
+bench-pipeline: $(INSTALLED) $(KAFKA_JARS)
+	$(BIN)/sluice bench pipeline
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check app tests

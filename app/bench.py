@@ -1,9 +1,16 @@
-"""`sluice bench ingest`: load the batch endpoints of a real stack and compare with a bare producer."""
+"""Benchmarks on a real stack in a fresh namespace.
+
+`sluice bench ingest`: load the batch endpoints and compare with a bare producer.
+`sluice bench pipeline`: one worker's throughput over a pre-loaded topic, then end-to-end latency
+(HTTP accept to effect) at a steady rate.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import random
 import sys
 import tempfile
 import time
@@ -17,13 +24,14 @@ from typing import Any
 
 import aiohttp
 import orjson
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from app.dialects import analytics, segment, usage
 from app.dialects.base import Dialect, Request
+from app.envelope import Envelope
 from app.kafka_local import LocalBroker, wait_for_kafka
 from app.producer.publisher import MAX_BATCH_BYTES, Publisher
-from app.schemas import SchemaSet
+from app.schemas import HEADER_SIZE, MARKER, Schema, SchemaSet
 from app.settings import Settings
 from app.topics import Catalog
 from app.topology import Topology, ensure_topics
@@ -189,60 +197,115 @@ async def drive_send_per_record(bootstrap: str, topic: str, records: list[tuple[
 
 
 @asynccontextmanager
-async def running_stack(settings: Settings, workdir: Path) -> AsyncIterator[tuple[str, str, Settings]]:
-    """A broker (unless one is given) and one producer process in a fresh namespace."""
+async def bench_broker(settings: Settings, workdir: Path) -> AsyncIterator[str]:
+    """The given broker, or a local one on free ports in `workdir`, stopped on exit; yields its bootstrap."""
     broker = None
     bootstrap = settings.kafka_bootstrap_servers
-    if not bootstrap:
-        broker = LocalBroker(
-            home=settings.kafka_home,
-            data_dir=workdir / "kafka",
-            port=_free_port(),
-            controller_port=_free_port(),
-            log_file=workdir / "kafka.log",
-        )
-        broker.start()
-        await broker.wait_ready(timeout=120)
-        bootstrap = broker.bootstrap
-    await wait_for_kafka(bootstrap, timeout=60)
-    port = _free_port()
+    try:
+        if not bootstrap:
+            broker = LocalBroker(
+                home=settings.kafka_home,
+                data_dir=workdir / "kafka",
+                port=_free_port(),
+                controller_port=_free_port(),
+                log_file=workdir / "kafka.log",
+            )
+            broker.start()
+            await broker.wait_ready(timeout=120)
+            bootstrap = broker.bootstrap
+        await wait_for_kafka(bootstrap, timeout=60)
+        yield bootstrap
+    finally:
+        if broker is not None:
+            broker.stop()
+
+
+async def bench_namespace(settings: Settings, bootstrap: str) -> tuple[Settings, dict[str, str]]:
+    """A fresh namespace with its topics created: its settings, and the environment of its processes."""
     namespace = "bench" + uuid.uuid4().hex[:6]
     env = {
         **os.environ,
         "SLUICE_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
         "SLUICE_NAMESPACE": namespace,
         "SLUICE_API_KEYS": f"{BENCH_KEY}:bench",
-        "SLUICE_PRODUCER_PORT": str(port),
         "SLUICE_LOG_LEVEL": "warning",
         "SLUICE_PRODUCER_PROCESSES": str(settings.producer_processes),
     }
     bench_settings = settings.replace(kafka_bootstrap_servers=bootstrap, namespace=namespace)
     await ensure_topics(bootstrap, Topology.of(bench_settings, Catalog.load(settings.topics_dir), frozenset({"bench"})))
-    with (workdir / "producer.log").open("wb") as log:
-        producer = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "app", "producer", env=env, stdout=log, stderr=log
+    return bench_settings, env
+
+
+@asynccontextmanager
+async def sluice_process(
+    command: str, env: dict[str, str], log_file: Path
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """`python -m app <command>`, output to `log_file`; SIGTERM on exit (SIGKILL after 30 s), even on failure.
+
+    On a RuntimeError inside, the tail of the log goes to stderr before the error propagates.
+    """
+    with log_file.open("wb") as log:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "app", command, env=env, stdout=log, stderr=log
         )
-    url = f"http://127.0.0.1:{port}"
     try:
+        yield process
+    except RuntimeError:
+        print(f"{command} log:\n" + _tail(log_file), file=sys.stderr)
+        raise
+    finally:
+        await _stop(process)
+
+
+def _tail(log_file: Path, lines: int = 15) -> str:
+    return "\n".join(log_file.read_text(errors="replace").splitlines()[-lines:])
+
+
+async def _stop(process: asyncio.subprocess.Process) -> None:
+    """SIGTERM, then SIGKILL after 30 s, or at once if the wait itself is interrupted."""
+    if process.returncode is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        process.terminate()
+    try:
+        await asyncio.wait_for(process.wait(), 30)
+    except BaseException as exc:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        await asyncio.shield(process.wait())
+        if not isinstance(exc, TimeoutError):
+            raise
+
+
+@asynccontextmanager
+async def producer_process(env: dict[str, str], workdir: Path) -> AsyncIterator[str]:
+    """The HTTP producer on a free port, once it answers /health; yields its URL."""
+    port = _free_port()
+    async with sluice_process("producer", {**env, "SLUICE_PRODUCER_PORT": str(port)}, workdir / "producer.log") as p:
+        url = f"http://127.0.0.1:{port}"
         async with aiohttp.ClientSession() as http:
             for _ in range(300):
+                if p.returncode is not None:
+                    raise RuntimeError(f"the producer exited with {p.returncode}")
                 try:
                     async with http.get(url + "/health") as response:
                         if response.status == 200:
                             break
                 except aiohttp.ClientError:
-                    await asyncio.sleep(0.1)
-        try:
+                    pass
+                await asyncio.sleep(0.1)
+            else:
+                raise RuntimeError("the producer did not answer /health within 30 s")
+        yield url
+
+
+@asynccontextmanager
+async def running_stack(settings: Settings, workdir: Path) -> AsyncIterator[tuple[str, str, Settings]]:
+    """A broker (unless one is given) and one producer process in a fresh namespace."""
+    async with bench_broker(settings, workdir) as bootstrap:
+        bench_settings, env = await bench_namespace(settings, bootstrap)
+        async with producer_process(env, workdir) as url:
             yield url, bootstrap, bench_settings
-        except RuntimeError:
-            tail = (workdir / "producer.log").read_text(errors="replace").splitlines()[-15:]
-            print("producer log:\n" + "\n".join(tail), file=sys.stderr)
-            raise
-    finally:
-        producer.terminate()
-        await asyncio.wait_for(producer.wait(), 30)
-        if broker is not None:
-            broker.stop()
 
 
 def _free_port() -> int:
@@ -290,4 +353,283 @@ async def bench_ingest(settings: Settings, events: int, batch_size: int, connect
                     f"{per_record.rate:>10,.0f}{http_result.rate / per_record.rate:>11.0%}"
                     f"{batched.rate:>11,.0f}{http_result.rate / batched.rate:>12.0%}"
                 )
+    return 0
+
+
+# --- sluice bench pipeline -------------------------------------------------------------------
+
+ORDER_TYPES = ["order_placed"] * 18 + ["order_cancelled", "order_shipped"]  # 90% earn coins
+SKUS = [f"sku-{n:04d}" for n in range(400)]
+
+
+def order_records(
+    schema: Schema, count: int, *, users: int = 5000, duplicate_share: float = 0.02, seed: int = 7
+) -> tuple[list[tuple[bytes, bytes]], int]:
+    """`count` encoded `orders` envelopes for tenant "bench", as the pub/sub dialect makes them.
+
+    About `duplicate_share` of them are retries: a copy of a recent record, so the same user and
+    the same event id at a later offset. Returns (key, value) pairs and the number of retries.
+    """
+    rng = random.Random(seed)
+    run = uuid.uuid4().hex[:8]
+    now = datetime.now(UTC)
+    records: list[tuple[bytes, bytes]] = []
+    duplicates = 0
+    for n in range(count):
+        if records and rng.random() < duplicate_share:
+            records.append(records[rng.randrange(max(0, len(records) - 2000), len(records))])
+            duplicates += 1
+            continue
+        kind = rng.choice(ORDER_TYPES)
+        quantity = rng.randint(1, 4)
+        envelope = Envelope(
+            id=f"ord_{run}_{n}",
+            tenant="bench",
+            topic="orders",
+            type=kind,
+            user_id=f"user_{rng.randrange(users)}",
+            occurred_at=now - timedelta(milliseconds=rng.randint(0, 5000)),
+            received_at=now,
+            dialect="pubsub",
+            data={
+                "order_id": f"o-{run}-{n}",
+                "sku": rng.choice(SKUS),
+                "quantity": quantity,
+                "amount_cents": quantity * rng.randint(199, 19999),
+                "currency": "EUR",
+            },
+            metadata={"type": kind, "source": rng.choice(["web", "ios", "android"])},
+        )
+        records.append((envelope.key, envelope.encode(schema)))
+    return records, duplicates
+
+
+class EffectsReader:
+    """Reads every partition of the effects topic from the start; notes when each event id is first read."""
+
+    def __init__(self, bootstrap: str, topic: str, partitions: int, schemas: SchemaSet) -> None:
+        self.seen: dict[str, float] = {}  # event id -> time.perf_counter() when first read
+        self.records = 0
+        self._topic = topic
+        self._partitions = partitions
+        self._schemas = schemas
+        self._fingerprint = schemas["effect"].fingerprint
+        self._changed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=50,
+        )
+
+    async def __aenter__(self) -> EffectsReader:
+        await self._consumer.start()
+        self._consumer.assign([TopicPartition(self._topic, p) for p in range(self._partitions)])
+        self._task = asyncio.create_task(self._read_forever(), name="bench-effects")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self._consumer.stop()
+
+    async def _read_forever(self) -> None:
+        while True:
+            batches = await self._consumer.getmany(timeout_ms=100, max_records=10_000)
+            now = time.perf_counter()
+            for records in batches.values():
+                for record in records:
+                    event_id = self._event_id(record.value)
+                    self.records += 1
+                    if event_id not in self.seen:
+                        self.seen[event_id] = now
+            if batches:
+                self._changed.set()
+
+    def _event_id(self, value: bytes) -> str:
+        """The effect's event_id, its first field: read it straight from the Avro bytes when we can."""
+        if value[:2] == MARKER and value[2:HEADER_SIZE] == self._fingerprint:
+            shift = length = 0
+            position = HEADER_SIZE
+            while True:  # the string's length: a zig-zag varint
+                byte = value[position]
+                position += 1
+                length |= (byte & 0x7F) << shift
+                shift += 7
+                if byte < 0x80:
+                    break
+            length = (length >> 1) ^ -(length & 1)
+            return value[position : position + length].decode()
+        _, record = self._schemas.decode(value)
+        return str(record["event_id"])
+
+    async def wait_for(
+        self,
+        count: Callable[[], int],
+        target: int,
+        process: asyncio.subprocess.Process,
+        stall_s: float,
+        what: str,
+        progress_s: float | None = None,
+    ) -> None:
+        """Until count() reaches target; RuntimeError if the worker exits or nothing new comes for stall_s."""
+        last = count()
+        last_change = last_print = time.perf_counter()
+        while last < target:
+            if process.returncode is not None:
+                raise RuntimeError(f"the worker exited with {process.returncode} ({last} of {target} {what})")
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), 1)
+            now, current = time.perf_counter(), count()
+            if current != last:
+                last, last_change = current, now
+            elif now - last_change > stall_s:
+                raise RuntimeError(f"no new effect for {stall_s:.0f} s: {last} of {target} {what}")
+            if progress_s is not None and now - last_print >= progress_s:
+                print(f"    {last:,} of {target:,} {what}", flush=True)
+                last_print = now
+
+
+@dataclass
+class Steady:
+    sent: dict[str, float]  # event id -> time.perf_counter() when its POST started
+    response_s: list[float]
+    failures: list[str]
+    rate: float  # POSTs started per second
+    answered_rate: float  # answers per second, from the first start to the last answer
+
+
+async def drive_steady(url: str, rate: float, seconds: float, prefix: str, connections: int = 64) -> Steady:
+    """POST single orders to /topics/orders/events at `rate` per second for `seconds`, on a fixed schedule.
+
+    The n-th request starts at t0 + n / rate: a late start does not push back the later ones.
+    Its time counts from there, so waiting for one of the `connections` counts too (no
+    coordinated omission). The Idempotency-Key header is the event id.
+    """
+    rng = random.Random(prefix)
+    sent: dict[str, float] = {}
+    response_s: list[float] = []
+    failures: list[str] = []
+    answered: list[float] = []
+    total = int(rate * seconds)
+    in_flight: set[asyncio.Task[None]] = set()
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=connections)) as http:
+
+        async def post(n: int) -> None:
+            event_id = f"{prefix}_{n}"
+            kind = rng.choice(ORDER_TYPES)
+            body = orjson.dumps(
+                {
+                    "data": {
+                        "user_id": f"user_{rng.randrange(5000)}",
+                        "order_id": f"o-{event_id}",
+                        "sku": rng.choice(SKUS),
+                        "quantity": 1,
+                        "amount_cents": rng.randint(199, 19999),
+                        "currency": "EUR",
+                    },
+                    "metadata": {"type": kind, "source": "web"},
+                }
+            )
+            headers = {"Content-Type": "application/json", "X-API-Key": BENCH_KEY, "Idempotency-Key": event_id}
+            start = sent[event_id] = time.perf_counter()
+            try:
+                async with http.post(url + "/topics/orders/events", data=body, headers=headers) as response:
+                    answer = await response.read()
+                    if response.status != 200:
+                        failures.append(f"{response.status} {answer[:300]!r}")
+                        del sent[event_id]
+            except aiohttp.ClientError as exc:
+                failures.append(repr(exc))
+                del sent[event_id]
+            answered.append(time.perf_counter())
+            response_s.append(answered[-1] - start)
+
+        t0 = time.perf_counter()
+        for n in range(total):
+            delay = t0 + n / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            task = asyncio.create_task(post(n))
+            in_flight.add(task)
+            task.add_done_callback(in_flight.discard)
+        await asyncio.gather(*in_flight)
+    starts = sorted(sent.values())
+    achieved = (len(starts) - 1) / (starts[-1] - starts[0]) if len(starts) > 1 else 0.0
+    answered_rate = len(answered) / (max(answered) - starts[0]) if starts else 0.0
+    return Steady(sent, response_s, failures, achieved, answered_rate)
+
+
+def _ms(values: list[float], q: float) -> float:
+    return Result(len(values), 1.0, values).percentile(q)
+
+
+async def bench_pipeline(settings: Settings, events: int, rate: float, seconds: float) -> int:
+    """Phase 1: worker throughput over a pre-loaded topic. Phase 2: end-to-end latency at a steady rate."""
+    schemas = SchemaSet.load(settings.schemas_dir)
+    with tempfile.TemporaryDirectory(prefix="sluice-bench-") as tmp:
+        workdir = Path(tmp)
+        async with bench_broker(settings, workdir) as bootstrap:
+            bench_settings, env = await bench_namespace(settings, bootstrap)
+            topology = Topology.of(bench_settings, Catalog.load(settings.topics_dir))
+            print(
+                f"sluice bench pipeline: {os.cpu_count()} cores, broker {bootstrap}, namespace "
+                f"{bench_settings.namespace}, {topology.partitions} partitions, one worker process",
+                flush=True,
+            )
+            records, duplicates = order_records(schemas["event"], events)
+            expected = events - duplicates
+            preload = await drive_bare_producer(bootstrap, topology.events["orders"], records, 5000, schemas)
+            del records
+            print(f"  pre-loaded {events:,} orders ({duplicates:,} retried ids) at {preload.rate:,.0f}/s", flush=True)
+
+            worker_env = {
+                **env,
+                "SLUICE_DATA_DIR": str(workdir / "worker"),
+                "SLUICE_WORKER_PORT": str(_free_port()),
+            }
+            async with (
+                EffectsReader(bootstrap, topology.effects, topology.partitions, schemas) as reader,
+                sluice_process("worker", worker_env, workdir / "worker.log") as worker,
+            ):
+                spawned = time.perf_counter()
+                print(f"  worker pid {worker.pid} started; waiting for its first effect", flush=True)
+                await reader.wait_for(lambda: len(reader.seen), 1, worker, 180, "effects")
+                first = min(reader.seen.values())
+                print(f"  first effect {first - spawned:.1f} s after the worker started", flush=True)
+                await reader.wait_for(lambda: len(reader.seen), expected, worker, 60, "effects", progress_s=10)
+                last = sorted(reader.seen.values())[expected - 1]
+                throughput = Result(expected, last - first, [])
+                copies = reader.records - len(reader.seen)
+                print(f"  {expected:,} effects in {last - first:.2f} s; {copies} repeated effect records", flush=True)
+
+                async with producer_process(env, workdir) as url:
+                    # Warm up the connections, the producer's metadata and the worker's fetch loop.
+                    warm = await drive_steady(url, rate, 1.0, "warm" + uuid.uuid4().hex[:6])
+                    await reader.wait_for(
+                        lambda: sum(1 for e in warm.sent if e in reader.seen), len(warm.sent), worker, 30, "warm-up"
+                    )
+                    print(f"  steady {rate:,.0f}/s for {seconds:.0f} s", flush=True)
+                    steady = await drive_steady(url, rate, seconds, "lat" + uuid.uuid4().hex[:6])
+                    if steady.failures:
+                        raise RuntimeError(f"{len(steady.failures)} POSTs failed, e.g. {steady.failures[0]}")
+                    await reader.wait_for(
+                        lambda: sum(1 for e in steady.sent if e in reader.seen), len(steady.sent), worker, 30, "effects"
+                    )
+                latencies = [reader.seen[e] - start for e, start in steady.sent.items()]
+
+    print(f"{'phase':<40}{'events':>9}{'seconds':>9}{'events/s':>10}{'p50 ms':>8}{'p99 ms':>8}{'max ms':>8}")
+    print(f"{'worker: dedupe + rules + effects':<40}{expected:>9,}{throughput.seconds:>9.2f}{throughput.rate:>10,.0f}")
+    print(
+        f"{f'HTTP accept to effect at {rate:,.0f}/s':<40}{len(latencies):>9,}{seconds:>9.0f}{steady.rate:>10,.0f}"
+        f"{_ms(latencies, 0.5):>8.1f}{_ms(latencies, 0.99):>8.1f}{max(latencies) * 1000:>8.1f}"
+    )
+    print(
+        f"{'  of which the POST (answered/s)':<40}{len(steady.response_s):>9,}{'':>9}{steady.answered_rate:>10,.0f}"
+        f"{_ms(steady.response_s, 0.5):>8.1f}{_ms(steady.response_s, 0.99):>8.1f}{max(steady.response_s) * 1000:>8.1f}"
+    )
     return 0

@@ -1,4 +1,4 @@
-"""The `sluice` command line: up | kafka | producer | worker | tail | bench | hash-key."""
+"""The `sluice` command line: up | kafka | producer | worker | tail | simulate | bench | hash-key."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from app.errors import SluiceError
 from app.settings import Settings
@@ -34,15 +35,32 @@ def _parser() -> argparse.ArgumentParser:
     tail.add_argument("--from-beginning", action="store_true", help="start at the oldest record")
     tail.add_argument("--max", type=int, help="exit after this many records")
     tail.add_argument("--timeout", type=float, help="exit after this many seconds without a record")
-    bench = commands.add_parser("bench", help="benchmarks: `sluice bench ingest`")
-    bench.add_argument("what", choices=["ingest"])
-    bench.add_argument("--events", type=int, default=100_000, help="events per endpoint")
+    bench = commands.add_parser("bench", help="benchmarks: `sluice bench ingest`, `sluice bench pipeline`")
+    bench.add_argument("what", choices=["ingest", "pipeline"])
+    bench.add_argument("--events", type=int, default=100_000, help="events per endpoint; pipeline: pre-loaded events")
     bench.add_argument("--batch", type=int, default=500, help="events per request")
     bench.add_argument("--connections", type=int, default=8, help="concurrent keep-alive connections")
     bench.add_argument("--endpoints", default="usage,analytics,segment", help="usage, analytics, segment")
+    bench.add_argument("--rate", type=float, default=1000, help="pipeline: steady events/s of the latency phase")
+    bench.add_argument("--seconds", type=float, default=20, help="pipeline: length of the latency phase")
+    simulate = commands.add_parser("simulate", help="run events through a topic's rules; writes nothing")
+    simulate.add_argument("topic", help="topic slug")
+    simulate.add_argument("events", type=Path, help='JSON file of [{"type", "data", "occurred_at"}, ...]; - for stdin')
+    simulate.add_argument("--state", type=Path, help="JSON file of a starting user state (as the output's 'state')")
     hash_key = commands.add_parser("hash-key", help="print the SHA-256 of an API key, for SLUICE_KEYS_FILE")
     hash_key.add_argument("key")
     return parser
+
+
+def _read_json(path: Path) -> Any:
+    import orjson
+
+    from app.errors import MalformedBody
+
+    try:
+        return orjson.loads(sys.stdin.buffer.read() if str(path) == "-" else path.read_bytes())
+    except (OSError, orjson.JSONDecodeError) as exc:
+        raise MalformedBody(f"{path}: {exc}", field=str(path)) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -101,10 +119,25 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
 
         return asyncio.run(tail(settings, args.stream, args.from_beginning, args.max, args.timeout))
     if args.command == "bench":
-        from app.bench import bench_ingest
+        from app.bench import bench_ingest, bench_pipeline
 
+        if args.what == "pipeline":
+            return asyncio.run(bench_pipeline(settings, args.events, args.rate, args.seconds))
         endpoints = [name.strip() for name in args.endpoints.split(",") if name.strip()]
         return asyncio.run(bench_ingest(settings, args.events, args.batch, args.connections, endpoints))
+    if args.command == "simulate":
+        import orjson
+
+        from app.envelope import utcnow
+        from app.simulation import simulate
+        from app.topics import Catalog
+
+        body = {"topic": args.topic, "events": _read_json(args.events)}
+        if args.state is not None:
+            body["state"] = _read_json(args.state)
+        result = simulate(body, Catalog.load(settings.topics_dir), utcnow())
+        print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
+        return 0
     if args.command == "hash-key":
         from app.tenants import hash_key
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -56,3 +57,14 @@ def test_hash_key_prints_the_sha256() -> None:
     done = sluice("hash-key", "dev_key_123")
     # sha256("dev_key_123"), computed independently
     assert done.stdout.strip() == "2104471f33ce72230e5221c02c7e055022bc30b2197e3075718f293d1ef69eff"
+
+
+def test_simulate_prints_effects_and_writes_nothing(tmp_path: Path) -> None:
+    events = tmp_path / "events.json"
+    events.write_text('[{"type": "orders"}, {"type": "refund"}]')
+    done = sluice("simulate", "orders", str(events))
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert [e["totals"]["counters"]["orders"] for e in result["effects"]] == [1, 2]
+    assert result["state"]["points"] == {"coins": 10}
+    assert sluice("simulate", "nope", str(events)).returncode == 2
