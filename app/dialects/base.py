@@ -39,6 +39,20 @@ class Parsed:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
+def each(
+    events: list[Any], parse_one: Callable[[int, Any], Envelope]
+) -> tuple[list[tuple[int, Envelope]], list[Rejection]]:
+    """Partial acceptance: every event is parsed on its own; a refusal does not touch the others."""
+    accepted: list[tuple[int, Envelope]] = []
+    rejected: list[Rejection] = []
+    for index, raw in enumerate(events):
+        try:
+            accepted.append((index, parse_one(index, raw)))
+        except RequestError as error:
+            rejected.append(Rejection(index, raw, error))
+    return accepted, rejected
+
+
 def default_error_body(error: RequestError) -> Any:
     return {"error": error.as_dict()}
 

@@ -17,6 +17,32 @@ def require_object(body: Any, field: str) -> dict[str, Any]:
     return body
 
 
+def reject_unknown(body: Mapping[str, Any], allowed: frozenset[str], path: str = "") -> None:
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise ValidationError(
+            f"unknown field; allowed: {', '.join(sorted(allowed))}", field=path + unknown[0], code="validation.unknown"
+        )
+
+
+def batch(body: Any, field: str, most: int, allowed: frozenset[str]) -> list[Any]:
+    """The events of a batch request: `body[field]`, an array of 1 to `most` items; other keys closed."""
+    body = require_object(body, "body")
+    reject_unknown(body, allowed)
+    if field not in body:
+        raise ValidationError("is required", field=field, code="validation.required")
+    items = body[field]
+    if not isinstance(items, list):
+        raise ValidationError(f"must be an array, got {json_type(items)}", field=field, code="validation.type")
+    if not items:
+        raise ValidationError("must hold at least 1 event", field=field, code="validation.min_items")
+    if len(items) > most:
+        raise ValidationError(
+            f"must hold at most {most} events, got {len(items)}", field=field, code="validation.max_items"
+        )
+    return items
+
+
 def optional_object(body: Mapping[str, Any], field: str, *, path: str = "") -> dict[str, Any]:
     value = body.get(field)
     if value is None:

@@ -8,7 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 from app.dialects.base import Dialect, Parsed, Request
-from app.dialects.fields import identifier, json_type, optional_object, require_object, timestamp
+from app.dialects.fields import batch, identifier, optional_object, require_object, timestamp
 from app.envelope import Envelope, new_event_id
 from app.errors import ValidationError
 
@@ -25,19 +25,7 @@ def parse_single(body: Any, request: Request) -> Parsed:
 
 def parse_batch(body: Any, request: Request) -> Parsed:
     """The batch is validated as a whole: the first bad event refuses the request, nothing is written."""
-    body = require_object(body, "body")
-    unknown = sorted(set(body) - {"events"})
-    if unknown:
-        raise ValidationError("unknown field; allowed: events", field=unknown[0], code="validation.unknown")
-    events = body.get("events")
-    if not isinstance(events, list):
-        raise ValidationError(f"must be an array, got {json_type(events)}", field="events", code="validation.type")
-    if not events:
-        raise ValidationError("must hold at least 1 event", field="events", code="validation.min_items")
-    if len(events) > MAX_BATCH:
-        raise ValidationError(
-            f"must hold at most {MAX_BATCH} events, got {len(events)}", field="events", code="validation.max_items"
-        )
+    events = batch(body, "events", MAX_BATCH, frozenset({"events"}))
     return Parsed(accepted=[(index, event(raw, request, f"events[{index}].")) for index, raw in enumerate(events)])
 
 

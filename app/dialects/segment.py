@@ -7,8 +7,8 @@ from typing import Any
 
 import orjson
 
-from app.dialects.base import Dialect, Parsed, Rejection, Request
-from app.dialects.fields import identifier, json_type, optional_string, require_object, timestamp
+from app.dialects.base import Dialect, Parsed, Request, each
+from app.dialects.fields import batch, identifier, json_type, optional_string, require_object, timestamp
 from app.envelope import Envelope
 from app.errors import RequestError, ValidationError
 
@@ -53,32 +53,11 @@ REQUIRED_BY_TYPE = {"track": "event", "group": "groupId", "alias": "previousId"}
 
 def parse(body: Any, request: Request) -> Parsed:
     """Refuse a malformed batch as a whole; otherwise accept or reject each event on its own."""
-    body = require_object(body, "body")
-    unknown = sorted(set(body) - BODY_FIELDS)
-    if unknown:
-        raise ValidationError("unknown field; allowed: batch, sentAt", field=unknown[0], code="validation.unknown")
-    if "batch" not in body:
-        raise ValidationError("is required", field="batch", code="validation.required")
-    events = body["batch"]
-    if not isinstance(events, list):
-        raise ValidationError(f"must be an array, got {json_type(events)}", field="batch", code="validation.type")
-    if len(events) < MIN_EVENTS:
-        raise ValidationError("must hold at least 1 event", field="batch", code="validation.min_items")
-    if len(events) > MAX_EVENTS:
-        raise ValidationError(
-            f"must hold at most {MAX_EVENTS} events, got {len(events)}", field="batch", code="validation.max_items"
-        )
+    events = batch(body, "batch", MAX_EVENTS, BODY_FIELDS)
     if body.get("sentAt") is None:
         raise ValidationError("is required", field="sentAt", code="validation.required")
     sent_at = timestamp(body["sentAt"], "sentAt", require_offset=False)
-
-    accepted: list[tuple[int, Envelope]] = []
-    rejected: list[Rejection] = []
-    for index, raw in enumerate(events):
-        try:
-            accepted.append((index, event(raw, index, sent_at, request)))
-        except RequestError as error:
-            rejected.append(Rejection(index, raw, error))
+    accepted, rejected = each(events, lambda index, raw: event(raw, index, sent_at, request))
     return Parsed(accepted=accepted, rejected=rejected)
 
 

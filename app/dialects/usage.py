@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from app.dialects.base import Dialect, Parsed, Rejection, Request
-from app.dialects.fields import identifier, json_type, require_object, timestamp
+from app.dialects.base import Dialect, Parsed, Rejection, Request, each
+from app.dialects.fields import batch, identifier, json_type, require_object, timestamp
 from app.envelope import Envelope
-from app.errors import RequestError, ValidationError
+from app.errors import ValidationError
 
 NAME = "usage"
 MIN_EVENTS = 1
@@ -23,29 +23,8 @@ REQUIRED_FIELDS = ("name", "timestamp", "customerAlias", "ref")
 
 def parse(body: Any, request: Request) -> Parsed:
     """Refuse a malformed batch as a whole; otherwise accept or reject each event on its own."""
-    body = require_object(body, "body")
-    unknown = sorted(set(body) - BODY_FIELDS)
-    if unknown:
-        raise ValidationError("unknown field; allowed: events", field=unknown[0], code="validation.unknown")
-    if "events" not in body:
-        raise ValidationError("is required", field="events", code="validation.required")
-    events = body["events"]
-    if not isinstance(events, list):
-        raise ValidationError(f"must be an array, got {json_type(events)}", field="events", code="validation.type")
-    if len(events) < MIN_EVENTS:
-        raise ValidationError("must hold at least 1 event", field="events", code="validation.min_items")
-    if len(events) > MAX_EVENTS:
-        raise ValidationError(
-            f"must hold at most {MAX_EVENTS} events, got {len(events)}", field="events", code="validation.max_items"
-        )
-
-    accepted: list[tuple[int, Envelope]] = []
-    rejected: list[Rejection] = []
-    for index, raw in enumerate(events):
-        try:
-            accepted.append((index, event(raw, request)))
-        except RequestError as error:
-            rejected.append(Rejection(index, raw, error))
+    events = batch(body, "events", MAX_EVENTS, BODY_FIELDS)
+    accepted, rejected = each(events, lambda index, raw: event(raw, request))
     return Parsed(accepted=accepted, rejected=rejected, extra={"events": events})
 
 
