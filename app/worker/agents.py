@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 from typing import Any
 
 import faust
@@ -41,7 +40,7 @@ def register(app: faust.App, settings: Settings, rulebook: Rulebook, schemas: Sc
 
     # Concurrency 1: faust can commit past an in-flight event otherwise (pitfall 1).
     @app.agent(source, concurrency=1, name="rules")
-    async def apply_rules(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
+    async def apply_rules(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
             message = event.message
             try:
@@ -54,7 +53,6 @@ def register(app: faust.App, settings: Settings, rulebook: Rulebook, schemas: Sc
                 )
                 await dead_letters.send(key=event.key, value=dead_letter_schema.encode(letter.to_record()))
                 log.warning("dead-lettered %s[%d]@%d: %s", message.topic, message.partition, message.offset, error)
-                yield None
                 continue
             entry_key, user_key = ledger.keys(envelope)
             result = ledger.step(
@@ -75,4 +73,3 @@ def register(app: faust.App, settings: Settings, rulebook: Rulebook, schemas: Sc
             if result.reply is not None:
                 await replies.send(key=envelope.key, value=effect_schema.encode(result.reply))
             log.debug("%s %s for %s", result.outcome.value, envelope.id, envelope.user_id)
-            yield None
