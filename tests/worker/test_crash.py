@@ -136,7 +136,8 @@ async def test_totals_survive_sigkill(kafka_bootstrap: str, tmp_path: Path, seed
     strict=False,
     reason=(
         "known intermittent stall (3 of 7 runs, more often under load): after the rebalance that hands "
-        "the leaving worker's partitions to the other, faust logs 'Recovery complete ... Worker ready' and then processes nothing; "
+        "the leaving worker's partitions to the other, faust logs 'Recovery complete ... Worker ready' "
+        "and then processes nothing; "
         "seen on 2026-11-23 with seed 89223987 (worker-b.log: generation 3, all four partitions, no sends). "
         "Open: find the cause in faust-streaming's rebalance path; see the note on issue 4."
     ),
