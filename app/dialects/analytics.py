@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from app.dialects.base import Dialect, Parsed, Request, each
-from app.dialects.fields import batch, identifier, json_type, require_object, timestamp
+from app.dialects.fields import batch, identifier, json_type, require_object, text, timestamp
 from app.envelope import Envelope
 from app.errors import InvalidFields, RequestError, ValidationError
 
@@ -126,14 +126,6 @@ def string(value: Any, field: str) -> str:
     if not isinstance(value, str):
         raise ValidationError(f"must be a string, got {json_type(value)}", field=field, code="validation.type")
     return value
-
-
-def text(value: Any, field: str) -> str:
-    """A required string: present and not blank."""
-    result = string(value, field)
-    if not result.strip():
-        raise ValidationError("must not be empty", field=field, code="validation.required")
-    return result
 
 
 def choice(value: Any, field: str, allowed: tuple[str, ...]) -> str:

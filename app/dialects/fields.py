@@ -59,6 +59,17 @@ def optional_string(body: Mapping[str, Any], field: str, *, path: str = "") -> s
     return value
 
 
+def text(value: Any, field: str, max_length: int | None = None) -> str:
+    """A required string: present, not blank, and no longer than `max_length` when one is given."""
+    if not isinstance(value, str):
+        raise ValidationError(f"must be a string, got {json_type(value)}", field=field, code="validation.type")
+    if not value.strip():
+        raise ValidationError("must not be empty", field=field, code="validation.required")
+    if max_length is not None and len(value) > max_length:
+        raise ValidationError(f"must be at most {max_length} characters", field=field, code="validation.length")
+    return value
+
+
 def identifier(value: Any, field: str) -> str:
     """An id-like string: a user id, an event id."""
     if isinstance(value, bool) or not isinstance(value, str | int):

@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 
 from app.dialects.base import Dialect, Parsed, Request, each
-from app.dialects.fields import batch, identifier, json_type, optional_string, require_object, timestamp
+from app.dialects.fields import batch, identifier, optional_string, require_object, text, timestamp
 from app.envelope import Envelope
 from app.errors import RequestError, ValidationError
 
@@ -95,7 +95,7 @@ def event(raw: Any, index: int, sent_at: datetime, request: Request) -> Envelope
 
     data: dict[str, Any] = {"type": call}
     if body.get("event") is not None:
-        data["event"] = event_name(body["event"])
+        data["event"] = text(body["event"], "event", MAX_NAME_LENGTH)
     for field in OBJECT_FIELDS:
         if body.get(field) is not None:
             data[field] = require_object(body[field], field)
@@ -140,16 +140,6 @@ def call_type(value: Any) -> str:
         raise ValidationError("is required", field="type", code="validation.required")
     if not isinstance(value, str) or value not in CALL_TYPES:
         raise ValidationError(f"must be one of {', '.join(CALL_TYPES)}", field="type", code="validation.enum")
-    return value
-
-
-def event_name(value: Any) -> str:
-    if not isinstance(value, str):
-        raise ValidationError(f"must be a string, got {json_type(value)}", field="event", code="validation.type")
-    if not value.strip():
-        raise ValidationError("must not be empty", field="event", code="validation.required")
-    if len(value) > MAX_NAME_LENGTH:
-        raise ValidationError(f"must be at most {MAX_NAME_LENGTH} characters", field="event", code="validation.length")
     return value
 
 

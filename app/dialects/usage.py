@@ -6,7 +6,7 @@ from datetime import timedelta
 from typing import Any
 
 from app.dialects.base import Dialect, Parsed, Rejection, Request, each
-from app.dialects.fields import batch, identifier, json_type, require_object, timestamp
+from app.dialects.fields import batch, identifier, require_object, text, timestamp
 from app.envelope import Envelope
 from app.errors import ValidationError
 
@@ -40,7 +40,7 @@ def event(raw: Any, request: Request) -> Envelope:
         if body.get(field) is None:
             raise ValidationError("is required", field=field, code="validation.required")
 
-    name = event_name(body["name"])
+    name = text(body["name"], "name", MAX_NAME_LENGTH)
     occurred_at = timestamp(body["timestamp"], "timestamp", require_offset=False)
     if occurred_at > request.received_at + MAX_FUTURE:
         raise ValidationError("is more than 24 h in the future", field="timestamp", code="validation.future")
@@ -59,16 +59,6 @@ def event(raw: Any, request: Request) -> Envelope:
         data={} if data is None else require_object(data, "data"),
         metadata={},
     )
-
-
-def event_name(value: Any) -> str:
-    if not isinstance(value, str):
-        raise ValidationError(f"must be a string, got {json_type(value)}", field="name", code="validation.type")
-    if not value.strip():
-        raise ValidationError("must not be empty", field="name", code="validation.required")
-    if len(value) > MAX_NAME_LENGTH:
-        raise ValidationError(f"must be at most {MAX_NAME_LENGTH} characters", field="name", code="validation.length")
-    return value
 
 
 def respond(parsed: Parsed) -> tuple[int, Any]:
