@@ -6,6 +6,7 @@ import pytest
 from app.dialects import analytics
 from app.dialects.base import Parsed, Request
 from app.errors import InvalidFields, RequestError, ValidationError
+from tests.support.events import edited
 
 NOW = datetime(2025, 9, 17, 12, 0, tzinfo=UTC)
 REQUEST = Request(tenant="dev", topic="analytics", received_at=NOW)
@@ -28,13 +29,7 @@ SEED_EVENT: dict[str, Any] = {
 
 
 def good(**changes: Any) -> dict[str, Any]:
-    event = dict(SEED_EVENT)
-    for key, value in changes.items():
-        if value is ...:
-            del event[key]
-        else:
-            event[key] = value
-    return event
+    return edited(SEED_EVENT, **changes)
 
 
 def single(body: Any) -> Parsed:

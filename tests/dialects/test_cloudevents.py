@@ -9,6 +9,7 @@ from app.dialects import cloudevents
 from app.dialects.base import Parsed, Request
 from app.envelope import Envelope
 from app.errors import MalformedBody, RequestError, UnsupportedMediaType, ValidationError
+from tests.support.events import edited
 
 NOW = datetime(2026, 4, 14, 12, 30, tzinfo=UTC)
 STRUCTURED = "application/cloudevents+json"
@@ -61,13 +62,7 @@ def binary(body: bytes, content_type: str, **headers: str) -> Parsed:
 
 
 def good(**changes: Any) -> dict[str, Any]:
-    event = dict(EVENT)
-    for key, value in changes.items():
-        if value is ...:
-            del event[key]
-        else:
-            event[key] = value
-    return event
+    return edited(EVENT, **changes)
 
 
 def single(parsed: Parsed) -> Envelope:

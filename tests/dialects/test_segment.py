@@ -6,6 +6,7 @@ import pytest
 from app.dialects import segment
 from app.dialects.base import Parsed, Request
 from app.errors import ValidationError
+from tests.support.events import edited
 
 NOW = datetime(2026, 4, 14, 12, 30, tzinfo=UTC)
 REQUEST = Request(tenant="dev", topic="segment", received_at=NOW)
@@ -34,13 +35,7 @@ def parse(body: Any) -> Parsed:
 
 
 def good(**changes: Any) -> dict[str, Any]:
-    event = dict(SEED_EVENT)
-    for key, value in changes.items():
-        if value is ...:
-            del event[key]
-        else:
-            event[key] = value
-    return event
+    return edited(SEED_EVENT, **changes)
 
 
 def call(kind: str, **fields: Any) -> dict[str, Any]:
