@@ -33,6 +33,7 @@ from app.kafka_local import LocalBroker, wait_for_kafka
 from app.producer.publisher import MAX_BATCH_BYTES, Publisher
 from app.schemas import HEADER_SIZE, MARKER, Schema, SchemaSet
 from app.settings import Settings
+from app.supervisor import wait_for_health
 from app.topics import Catalog
 from app.topology import Topology, ensure_topics
 
@@ -283,19 +284,7 @@ async def producer_process(env: dict[str, str], workdir: Path) -> AsyncIterator[
     port = _free_port()
     async with sluice_process("producer", {**env, "SLUICE_PRODUCER_PORT": str(port)}, workdir / "producer.log") as p:
         url = f"http://127.0.0.1:{port}"
-        async with aiohttp.ClientSession() as http:
-            for _ in range(300):
-                if p.returncode is not None:
-                    raise RuntimeError(f"the producer exited with {p.returncode}")
-                try:
-                    async with http.get(url + "/health") as response:
-                        if response.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.1)
-            else:
-                raise RuntimeError("the producer did not answer /health within 30 s")
+        await wait_for_health(url, lambda: p.returncode is None, lambda: _tail(workdir / "producer.log"), 30)
         yield url
 
 

@@ -6,8 +6,12 @@ import asyncio
 import os
 import signal
 import sys
+import time
+from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
+
+import aiohttp
 
 from app.kafka_local import wait_for_kafka
 from app.settings import Settings
@@ -24,6 +28,25 @@ async def _spawn(
     return await asyncio.create_subprocess_exec(
         sys.executable, "-m", "app", name, *args, env=env, stdout=out, stderr=out, start_new_session=True
     )
+
+
+async def wait_for_health(
+    url: str, running: Callable[[], bool], log_tail: Callable[[], str], timeout: float = 60.0
+) -> None:
+    """Poll GET /health until it answers 200; fail early, with the log, if the process dies."""
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as http:
+        while time.monotonic() < deadline:
+            if not running():
+                raise RuntimeError(f"process exited:\n{log_tail()}")
+            try:
+                async with http.get(url + "/health") as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.2)
+    raise TimeoutError(f"{url} not healthy after {timeout}s:\n{log_tail()}")
 
 
 async def _stop(process: asyncio.subprocess.Process, timeout: float = 20.0) -> None:

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.stack import Stack, wait_for_health
+from app.supervisor import wait_for_health
+from tests.support.stack import Stack
 
 pytestmark = pytest.mark.integration
 

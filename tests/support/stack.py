@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import socket
@@ -15,10 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 from aiokafka import AIOKafkaConsumer
 
 from app.schemas import SchemaSet
+from app.supervisor import wait_for_health
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMAS = SchemaSet.load(REPO / "schemas")
@@ -127,25 +126,6 @@ class Stack:
     def stop(self) -> None:
         for process in self.processes.values():
             process.stop()
-
-
-async def wait_for_health(
-    url: str, running: Callable[[], bool], log_tail: Callable[[], str], timeout: float = 60.0
-) -> None:
-    """Poll GET /health until it answers 200; fail early, with the log, if the process dies."""
-    deadline = time.monotonic() + timeout
-    async with aiohttp.ClientSession() as http:
-        while time.monotonic() < deadline:
-            if not running():
-                raise RuntimeError(f"process exited:\n{log_tail()}")
-            try:
-                async with http.get(url + "/health") as response:
-                    if response.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.2)
-    raise TimeoutError(f"{url} not healthy after {timeout}s:\n{log_tail()}")
 
 
 async def read_until(
