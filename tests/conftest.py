@@ -4,26 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 from collections.abc import Iterator
 
 import pytest
 
 from app.kafka_local import LocalBroker, wait_for_kafka
 from app.settings import Settings
+from tests.support.stack import free_port
 
 # --- Kafka -----------------------------------------------------------------------------------
 # A test that requests `kafka_bootstrap` must also carry `@pytest.mark.integration` (or a module
 # `pytestmark = pytest.mark.integration`), so that `pytest -m "not integration"` runs without Kafka.
 
 KAFKA_IMAGE = "apache/kafka:4.0.1"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _docker_answers() -> bool:
@@ -41,7 +34,7 @@ def _kafka_container() -> Iterator[str]:
     # refuses KRaft below tag 7.0.0), so the official image runs as a plain single-node KRaft container.
     from testcontainers.core.container import DockerContainer
 
-    port = _free_port()
+    port = free_port()
     container = (
         DockerContainer(KAFKA_IMAGE)
         .with_bind_ports(9092, port)
@@ -73,8 +66,8 @@ def _local_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     broker = LocalBroker(
         home=Settings.from_env().kafka_home,  # the jar cache `sluice kafka` uses too
         data_dir=folder / "data",
-        port=_free_port(),
-        controller_port=_free_port(),
+        port=free_port(),
+        controller_port=free_port(),
         log_file=folder / "broker.log",
     )
     broker.start()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,18 +18,12 @@ from app import kafka_local
 from app.errors import KafkaLocalError
 from app.kafka_local import KAFKA_VERSION, LocalBroker
 from app.settings import Settings
+from tests.support.stack import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 JAVA_LINE = (
     "Java 17 or newer is required to run Kafka: install a JDK 17 (Debian: apt-get install openjdk-17-jdk-headless)"
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def cached_home(tmp_path: Path) -> Path:

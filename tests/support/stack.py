@@ -137,28 +137,18 @@ async def read_until(
     describe: str = "condition",
 ) -> list[dict[str, Any]]:
     """Decode records of `topic` from the beginning until `done(records)` holds, or fail at the deadline."""
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
-    )
-    await consumer.start()
     records: list[dict[str, Any]] = []
-    deadline = time.monotonic() + timeout
-    try:
-        while not done(records):
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError(f"{describe} not met on {topic} within {timeout}s; read {len(records)}: {records}")
-            batch = await consumer.getmany(timeout_ms=int(min(left, 1.0) * 1000))
-            for messages in batch.values():
-                for message in messages:
-                    records.append(SCHEMAS.decode(message.value)[1])
-    finally:
-        await consumer.stop()
+
+    def decoded(messages: list[Any]) -> bool:
+        records.extend(SCHEMAS.decode(message.value)[1] for message in messages[len(records) :])
+        return done(records)
+
+    await read_raw_until(bootstrap, topic, decoded, timeout=timeout, describe=describe)
     return records
 
 
 async def read_raw_until(
-    bootstrap: str, topic: str, done: Callable[[list[Any]], bool], *, timeout: float = 60.0
+    bootstrap: str, topic: str, done: Callable[[list[Any]], bool], *, timeout: float = 60.0, describe: str = "condition"
 ) -> list[Any]:
     """Raw Kafka messages of `topic` from the beginning until `done(messages)` holds."""
     consumer = AIOKafkaConsumer(
@@ -171,7 +161,7 @@ async def read_raw_until(
         while not done(messages):
             left = deadline - time.monotonic()
             if left <= 0:
-                raise TimeoutError(f"condition not met on {topic} within {timeout}s; read {len(messages)}")
+                raise TimeoutError(f"{describe} not met on {topic} within {timeout}s; read {len(messages)}")
             batch = await consumer.getmany(timeout_ms=int(min(left, 1.0) * 1000))
             for part in batch.values():
                 messages.extend(part)
