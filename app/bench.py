@@ -26,11 +26,12 @@ import aiohttp
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from app.batches import MAX_BATCH_BYTES
 from app.dialects import analytics, segment, usage
 from app.dialects.base import Dialect, Request
 from app.envelope import Envelope
 from app.kafka_local import LocalBroker, wait_for_kafka
-from app.producer.publisher import MAX_BATCH_BYTES, Publisher
+from app.producer.publisher import Publisher
 from app.schemas import HEADER_SIZE, MARKER, Schema, SchemaSet
 from app.settings import Settings
 from app.supervisor import wait_for_health

@@ -5,22 +5,25 @@ Pure: the worker keeps these values in one RocksDB-backed table and does the I/O
 The table holds two kinds of values, both written to the changelog partition of
 the event being processed:
 
-- a user record (`UserRecord`): the rules state plus, per source Kafka topic,
-  the offset of the last event applied to it;
+- a user record (`UserRecord`): the rules state, how many events it has had
+  applied (`seq`), and per source Kafka topic the highest offset applied;
 - an entry per event id (`Entry`): where the event was first applied (topic,
   offset), when, the effect it produced and the user record right after it.
 
-Per event the worker writes the entry first, then the user record, then sends
-the effect. Faust's writes to the changelog are not atomic with the offset commit
-(REFERENCE.md section 3, pitfall 2), so after a crash the same record can come
-again with any prefix of those three writes done. Because the entry is written
-first and holds the outcome, a redelivered record finds it and replays the very
-same outcome: the same state, the same effect, never a second application.
+The worker takes events in batches. Per event it writes the entry, then sends
+the effect; at the end of the batch it writes each user record it touched, once.
+So in the changelog every entry comes before the user record that includes it.
+Faust's writes to the changelog are not atomic with the offset commit
+(REFERENCE.md section 3, pitfall 2), so after a crash the same records can come
+again with any prefix of those writes done. Because an entry holds the outcome
+(the effect and the user record right after it), a redelivered record finds it
+and replays the very same outcome: the same state, the same effect, never a
+second application.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
@@ -41,17 +44,27 @@ class Outcome(Enum):
 @dataclass(frozen=True, slots=True)
 class UserRecord:
     state: UserState = field(default_factory=UserState)
+    # Applications so far. An entry keeps the record right after its event, so a
+    # record includes that event exactly when its seq has reached the entry's.
+    seq: int = 0
     offsets: Mapping[str, int] = field(default_factory=dict)
+
+    def includes(self, entry: Entry) -> bool:
+        return self.seq >= entry.user_after.seq
 
     def applied(self, topic: str, offset: int) -> bool:
         return self.offsets.get(topic, -1) >= offset
 
+    def after(self, state: UserState, topic: str, offset: int) -> UserRecord:
+        offsets = {**self.offsets, topic: max(offset, self.offsets.get(topic, -1))}
+        return UserRecord(state, self.seq + 1, offsets)
+
     def to_dict(self) -> dict[str, Any]:
-        return {"state": self.state.to_dict(), "offsets": dict(self.offsets)}
+        return {"state": self.state.to_dict(), "seq": self.seq, "offsets": dict(self.offsets)}
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> UserRecord:
-        return cls(UserState.from_dict(raw["state"]), dict(raw["offsets"]))
+        return cls(UserState.from_dict(raw["state"]), raw["seq"], dict(raw["offsets"]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,10 +97,9 @@ class Entry:
 
 @dataclass(frozen=True, slots=True)
 class Step:
-    """What the worker must do for one event: table writes in this order, then send the effect."""
+    """What one event came to: its outcome, and what to send for it."""
 
     outcome: Outcome
-    writes: tuple[tuple[bytes, bytes], ...] = ()
     effect: Mapping[str, Any] | None = None  # for the effects topic
     # For the replies topic: the first delivery's effect, when the same id is sent again.
     reply: Mapping[str, Any] | None = None
@@ -101,47 +113,71 @@ def keys(event: Envelope) -> tuple[bytes, bytes]:
     )
 
 
-def step(
-    event: Envelope,
-    *,
-    source_topic: str,
-    offset: int,
-    entry_raw: bytes | None,
-    user_raw: bytes | None,
-    rules: tuple[Rule, ...],
-    rules_version: str,
-    now: datetime,
-    dedupe_window_s: int,
-) -> Step:
-    entry = None if entry_raw is None else Entry.from_dict(orjson.loads(entry_raw))
-    user = UserRecord() if user_raw is None else UserRecord.from_dict(orjson.loads(user_raw))
-    entry_key, user_key = keys(event)
-    now_ms = to_ms(now)
-    if entry is not None and now_ms - entry.applied_at_ms > dedupe_window_s * 1000:
-        entry = None
-    if entry is not None:
-        if (entry.topic, entry.offset) != (source_topic, offset):
-            return Step(Outcome.DUPLICATE, reply={**entry.effect, "replayed": True})
-        # Re-assert both writes: either may have been lost with the crash.
-        current = user if user.applied(source_topic, offset) else entry.user_after
-        return Step(
-            Outcome.REDELIVERED,
-            writes=((entry_key, _dump(entry)), (user_key, _dump(current))),
-            effect=entry.effect,
-        )
-    if user.applied(source_topic, offset):
-        # Applied, but its entry has expired: far older than any redelivery; nothing to redo.
-        return Step(Outcome.DUPLICATE)
-    fact = Fact(type=event.type, occurred_at=event.occurred_at, data=event.data)
-    state, effect = apply(user.state, fact, rules)
-    after = UserRecord(state, {**user.offsets, source_topic: offset})
-    record = effect_record(event, effect, rules_version)
-    entry = Entry(source_topic, offset, now_ms, record, after)
-    return Step(
-        Outcome.APPLIED,
-        writes=((entry_key, _dump(entry)), (user_key, _dump(after))),
-        effect=record,
-    )
+class Batch:
+    """A run of events from one source partition, deduped and applied in order.
+
+    `read` gets a table value; what this batch wrote before is read from the batch.
+    Entries are written as the events come (`entries`), user records once at the
+    end (`users`): the worker writes all of `entries` before any of `users`.
+    """
+
+    def __init__(self, read: Callable[[bytes], bytes | None], *, now: datetime, dedupe_window_s: int) -> None:
+        self._read = read
+        self._now_ms = to_ms(now)
+        self._window_ms = dedupe_window_s * 1000
+        self.entries: list[tuple[bytes, bytes]] = []
+        self._written: dict[bytes, bytes] = {}
+        self._users: dict[bytes, UserRecord] = {}
+
+    def step(
+        self, event: Envelope, *, source_topic: str, offset: int, rules: tuple[Rule, ...], rules_version: str
+    ) -> Step:
+        entry_key, user_key = keys(event)
+        entry = self._entry(entry_key)
+        user = self._user(user_key)
+        if entry is not None:
+            if (entry.topic, entry.offset) != (source_topic, offset):
+                return Step(Outcome.DUPLICATE, reply={**entry.effect, "replayed": True})
+            # Re-assert both writes: either may have been lost with the crash.
+            self._write_entry(entry_key, entry)
+            self._users[user_key] = user if user.includes(entry) else entry.user_after
+            return Step(Outcome.REDELIVERED, effect=entry.effect)
+        if user.applied(source_topic, offset) and self._now_ms - to_ms(event.received_at) > self._window_ms:
+            # Redelivered after its entry expired: applied long ago, nothing to redo. Only then:
+            # faust can skip a record during recovery and deliver it again after later ones
+            # (seen in the crash test), so a recent record below the mark is still new.
+            return Step(Outcome.DUPLICATE)
+        fact = Fact(type=event.type, occurred_at=event.occurred_at, data=event.data)
+        state, effect = apply(user.state, fact, rules)
+        after = user.after(state, source_topic, offset)
+        record = effect_record(event, effect, rules_version)
+        self._write_entry(entry_key, Entry(source_topic, offset, self._now_ms, record, after))
+        self._users[user_key] = after
+        return Step(Outcome.APPLIED, effect=record)
+
+    @property
+    def users(self) -> list[tuple[bytes, bytes]]:
+        """The user records this batch touched, each as it stands at the end of the batch."""
+        return [(key, _dump(user)) for key, user in self._users.items()]
+
+    def _entry(self, key: bytes) -> Entry | None:
+        raw = self._written.get(key) or self._read(key)
+        if raw is None:
+            return None
+        entry = Entry.from_dict(orjson.loads(raw))
+        # An entry past the window counts as absent; the sweep deletes it later.
+        return None if self._now_ms - entry.applied_at_ms > self._window_ms else entry
+
+    def _user(self, key: bytes) -> UserRecord:
+        if key in self._users:
+            return self._users[key]
+        raw = self._read(key)
+        return UserRecord() if raw is None else UserRecord.from_dict(orjson.loads(raw))
+
+    def _write_entry(self, key: bytes, entry: Entry) -> None:
+        value = _dump(entry)
+        self.entries.append((key, value))
+        self._written[key] = value
 
 
 def _dump(value: Entry | UserRecord) -> bytes:

@@ -43,6 +43,10 @@ class Settings:
     worker_session_timeout_s: float = _setting(
         10.0, "Consumer group session timeout: how soon a dead worker's partitions move (6 s at least)."
     )
+    worker_batch_size: int = _setting(1000, "Most events the worker dedupes and applies as one batch.")
+    worker_batch_wait_s: float = _setting(
+        0.01, "Longest the worker waits to fill a batch: latency it may add to each event."
+    )
     api_keys: str = _setting("", "Development keys: key1:tenant1,key2:tenant2 (plain text).")
     keys_file: Path | None = _setting(None, "YAML file of SHA-256 hashed API keys (production).")
     topics_dir: Path = _setting(Path("topics"), "Folder of topic files (<slug>.yaml).")
@@ -106,7 +110,14 @@ class Settings:
             raise SettingsError(
                 "SLUICE_NAMESPACE: use letters, digits, '_' or '-' (at most 64)", field="SLUICE_NAMESPACE"
             )
-        for name in ("partitions", "replication_factor", "max_body_bytes", "dedupe_window_s", "producer_processes"):
+        for name in (
+            "partitions",
+            "replication_factor",
+            "max_body_bytes",
+            "dedupe_window_s",
+            "producer_processes",
+            "worker_batch_size",
+        ):
             if getattr(self, name) < 1:
                 env = PREFIX + name.upper()
                 raise SettingsError(f"{env}: must be at least 1", field=env)

@@ -10,15 +10,14 @@ from types import TracebackType
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import murmur2
+from aiokafka.structs import RecordMetadata
 
+from app.batches import MAX_BATCH_BYTES, send_batches
 from app.dead_letter import DeadLetter
 from app.errors import Unavailable
 from app.schemas import Schema
 
 log = logging.getLogger(__name__)
-
-# Below the broker's default message.max.bytes (1 MiB) with room for the batch header.
-MAX_BATCH_BYTES = 1000 * 1024
 
 Record = tuple[str, bytes, bytes]  # (topic, key, value)
 
@@ -120,25 +119,16 @@ class Publisher:
             self._settling.add(task)
             task.add_done_callback(self._settling.discard)
 
-    async def _send(self, records: list[Record]) -> list[asyncio.Future[object]]:
+    async def _send(self, records: list[Record]) -> list[asyncio.Future[RecordMetadata]]:
         """Queue the records as one batch per partition (more if one fills); return the batches' futures."""
-        by_partition: dict[tuple[str, int], list[tuple[bytes, bytes]]] = {}
+        by_partition: dict[tuple[str, int], list[tuple[bytes, bytes | None]]] = {}
         for topic, key, value in records:
             partition = partition_of(key, await self._partition_count(topic))
             by_partition.setdefault((topic, partition), []).append((key, value))
-        acks = []
-        for (topic, partition), items in by_partition.items():
-            batch = self._producer.create_batch()
-            for key, value in items:
-                if batch.append(key=key, value=value, timestamp=None) is None:  # full: send, start anew
-                    acks.append(await self._producer.send_batch(batch, topic, partition=partition))
-                    batch = self._producer.create_batch()
-                    batch.append(key=key, value=value, timestamp=None)
-            acks.append(await self._producer.send_batch(batch, topic, partition=partition))
-        return acks
+        return await send_batches(self._producer, by_partition)
 
     async def _await_acks(
-        self, acks: list[asyncio.Future[object]], waiting: list[tuple[list[Record], asyncio.Future[None]]]
+        self, acks: list[asyncio.Future[RecordMetadata]], waiting: list[tuple[list[Record], asyncio.Future[None]]]
     ) -> None:
         results = await asyncio.gather(*acks, return_exceptions=True)
         error = next((r for r in results if isinstance(r, BaseException)), None)

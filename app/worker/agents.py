@@ -1,11 +1,15 @@
-"""The per-user agent: decode, dedupe and apply through the ledger, write state, send the effect."""
+"""The per-user agent: decode, dedupe and apply a batch through the ledger, write state, send effects."""
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+import weakref
+from itertools import chain
+from typing import Any, cast
 
 import faust
+from faust.streams import _current_event
+from faust.types import TP, EventT, StoreT
 
 from app import ledger
 from app.dead_letter import DeadLetter
@@ -14,6 +18,7 @@ from app.errors import SchemaError, SluiceError
 from app.schemas import SchemaSet
 from app.settings import Settings
 from app.topology import Topology
+from app.worker.outbox import Outbox
 from app.worker.rulebook import Rulebook
 
 log = logging.getLogger(__name__)
@@ -22,9 +27,6 @@ log = logging.getLogger(__name__)
 def register(app: faust.App, settings: Settings, rulebook: Rulebook, schemas: SchemaSet, topology: Topology) -> None:
     raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
     source = app.topic(*topology.events.values(), partitions=topology.partitions, **raw)
-    effects = app.topic(topology.effects, partitions=topology.partitions, **raw)
-    replies = app.topic(topology.replies, partitions=topology.partitions, **raw)
-    dead_letters = app.topic(topology.dead_letters, partitions=topology.partitions, **raw)
     # One table for user records and dedupe entries: both land in the changelog
     # partition of the event at hand, in write order (see app/ledger.py).
     table = app.Table(
@@ -39,9 +41,32 @@ def register(app: faust.App, settings: Settings, rulebook: Rulebook, schemas: Sc
     dead_letter_schema = schemas["dead_letter"]
 
     # Concurrency 1: faust can commit past an in-flight event otherwise (pitfall 1).
+    # take_events acks a batch only when this loop comes back for the next one, and
+    # by then the outbox has Kafka's ack for everything the batch wrote.
     @app.agent(source, concurrency=1, name="rules")
     async def apply_rules(stream: faust.StreamT[bytes]) -> None:
-        async for event in stream.events():
+        take = stream.take_events  # type: ignore[attr-defined]  # missing from faust's StreamT
+        async with Outbox(settings.bootstrap, timeout_s=settings.publish_timeout_s) as outbox:
+            async for events in take(settings.worker_batch_size, within=settings.worker_batch_wait_s):
+                by_partition: dict[int, list[EventT[bytes]]] = {}
+                for event in events:
+                    by_partition.setdefault(event.message.partition, []).append(event)
+                for partition_events in by_partition.values():
+                    apply_partition(partition_events, outbox)
+                changelog = table.changelog_topic.get_topic_name()
+                for (topic, partition), offset in (await outbox.flush()).items():
+                    if topic == changelog:
+                        # Where recovery resumes replaying the changelog into RocksDB.
+                        cast(StoreT[bytes, bytes], table.data).set_persisted_offset(TP(topic, partition), offset)
+
+    def apply_partition(events: list[EventT[bytes]], outbox: Outbox) -> None:
+        partition = events[0].message.partition
+        # RocksDB reads and writes go to the partition of faust's "current event";
+        # take_events buffers in another task, so name it here (the context var is ours).
+        _current_event.set(weakref.ref(events[0]))
+        store = table.data
+        batch = ledger.Batch(store.get, now=utcnow(), dedupe_window_s=settings.dedupe_window_s)
+        for event in events:
             message = event.message
             try:
                 envelope = Envelope.decode(event_schema, event.value)
@@ -51,25 +76,26 @@ def register(app: faust.App, settings: Settings, rulebook: Rulebook, schemas: Sc
                 letter = DeadLetter.of(
                     error, received_at=utcnow(), stage="worker", source=message.topic, body=event.value, tenant=None
                 )
-                await dead_letters.send(key=event.key, value=dead_letter_schema.encode(letter.to_record()))
-                log.warning("dead-lettered %s[%d]@%d: %s", message.topic, message.partition, message.offset, error)
+                outbox.add(
+                    topology.dead_letters, partition, event.key or b"", dead_letter_schema.encode(letter.to_record())
+                )
+                log.warning("dead-lettered %s[%d]@%d: %s", message.topic, partition, message.offset, error)
                 continue
-            entry_key, user_key = ledger.keys(envelope)
-            result = ledger.step(
+            result = batch.step(
                 envelope,
                 source_topic=message.topic,
                 offset=message.offset,
-                entry_raw=table.get(entry_key),
-                user_raw=table.get(user_key),
                 rules=spec.rules,
                 rules_version=spec.rules_version,
-                now=utcnow(),
-                dedupe_window_s=settings.dedupe_window_s,
             )
-            for key, value in result.writes:
-                table[key] = value
+            # The effect's key is the event's, so it lands in the same partition number.
             if result.effect is not None:
-                await effects.send(key=envelope.key, value=effect_schema.encode(result.effect))
+                outbox.add(topology.effects, partition, envelope.key, effect_schema.encode(result.effect))
             if result.reply is not None:
-                await replies.send(key=envelope.key, value=effect_schema.encode(result.reply))
-            log.debug("%s %s for %s", result.outcome.value, envelope.id, envelope.user_id)
+                outbox.add(topology.replies, partition, envelope.key, effect_schema.encode(result.reply))
+        # RocksDB here and now, the changelog with the batch. Entries before users: see
+        # app/ledger.py for why that order survives any crash.
+        changelog = table.changelog_topic.get_topic_name()
+        for key, value in chain(batch.entries, batch.users):
+            store[key] = value
+            outbox.add(changelog, partition, key, value)

@@ -38,9 +38,6 @@ def build_app(settings: Settings) -> faust.App:
         web_transport="tcp://",
         # faust's 60 s default keeps a restarted worker waiting that long for its dead
         # predecessor to leave the group before it gets the partitions back.
-        # Each event makes three records (two changelog entries, the effect): with faust's
-        # default linger of 0 every one became its own produce request (profiled).
-        producer_linger=0.005,
         broker_session_timeout=settings.worker_session_timeout_s,
         broker_heartbeat_interval=settings.worker_session_timeout_s / 5,
     )
