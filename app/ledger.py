@@ -23,7 +23,7 @@ second application.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
@@ -105,12 +105,22 @@ class Step:
     reply: Mapping[str, Any] | None = None
 
 
+# Every entry key starts so (see `keys`), so entries sit together in RocksDB's key order.
+ENTRY_PREFIX = b'["e",'
+
+
 def keys(event: Envelope) -> tuple[bytes, bytes]:
     """Table keys of the event's dedupe entry and of its user's record."""
     return (
         orjson.dumps(["e", event.tenant, event.topic, event.id]),
         orjson.dumps(["u", event.tenant, event.user_id]),
     )
+
+
+def expired(entries: Iterable[tuple[bytes, bytes]], *, now: datetime, dedupe_window_s: int) -> list[bytes]:
+    """Keys of the entries past the dedupe window: they count as absent already, so deleting changes nothing."""
+    oldest_ms = to_ms(now) - dedupe_window_s * 1000
+    return [key for key, raw in entries if orjson.loads(raw)["applied_at_ms"] < oldest_ms]
 
 
 class Batch:
@@ -165,7 +175,7 @@ class Batch:
         if raw is None:
             return None
         entry = Entry.from_dict(orjson.loads(raw))
-        # An entry past the window counts as absent; the sweep deletes it later.
+        # An entry past the window counts as absent; the sweep (app/worker/sweep.py) deletes it later.
         return None if self._now_ms - entry.applied_at_ms > self._window_ms else entry
 
     def _user(self, key: bytes) -> UserRecord:

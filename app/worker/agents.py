@@ -20,6 +20,7 @@ from app.settings import Settings
 from app.topology import Topology
 from app.worker.outbox import Outbox
 from app.worker.rulebook import Rulebook
+from app.worker.sweep import Sweep
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ def register(app: faust.App, settings: Settings, rulebook: Rulebook, schemas: Sc
         value_type=bytes,
         options={"driver": "rocksdict"},
     )
+    sweep = Sweep()
     event_schema, effect_schema = schemas["event"], schemas["effect"]
     dead_letter_schema = schemas["dead_letter"]
 
@@ -65,7 +67,8 @@ def register(app: faust.App, settings: Settings, rulebook: Rulebook, schemas: Sc
         # take_events buffers in another task, so name it here (the context var is ours).
         _current_event.set(weakref.ref(events[0]))
         store = table.data
-        batch = ledger.Batch(store.get, now=utcnow(), dedupe_window_s=settings.dedupe_window_s)
+        now = utcnow()
+        batch = ledger.Batch(store.get, now=now, dedupe_window_s=settings.dedupe_window_s)
         for event in events:
             message = event.message
             try:
@@ -99,3 +102,9 @@ def register(app: faust.App, settings: Settings, rulebook: Rulebook, schemas: Sc
         for key, value in chain(batch.entries, batch.users):
             store[key] = value
             outbox.add(changelog, partition, key, value)
+        # Twice the batch: the sweep goes round faster than entries are added (app/worker/sweep.py).
+        db = cast(Any, store)._db_for_partition(partition)  # the partition's rocksdict; faust has no public handle
+        doomed = sweep.step(partition, db, budget=2 * len(events), now=now, dedupe_window_s=settings.dedupe_window_s)
+        for key in doomed:
+            del store[key]
+            outbox.add(changelog, partition, key, None)  # a tombstone: compaction frees it in Kafka too
