@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 import weakref
 from itertools import chain
 from typing import Any, cast
@@ -18,7 +19,9 @@ from app.errors import SchemaError, SluiceError
 from app.schemas import SchemaSet
 from app.settings import Settings
 from app.topology import Topology
+from app.worker.offsets import CommittedOffsets
 from app.worker.outbox import Outbox
+from app.worker.progress import Admission, Progress
 from app.worker.rulebook import Rulebook
 from app.worker.sweep import Sweep
 
@@ -27,7 +30,9 @@ log = logging.getLogger(__name__)
 
 def register(app: faust.App, settings: Settings, rulebook: Rulebook, schemas: SchemaSet, topology: Topology) -> None:
     raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
-    source = app.topic(*topology.events.values(), partitions=topology.partitions, **raw)
+    # acks=False: faust acks the records it drops around a rebalance and would commit past
+    # them. The agent commits instead, only what it applied (app/worker/progress.py).
+    source = app.topic(*topology.events.values(), partitions=topology.partitions, acks=False, **raw)
     # One table for user records and dedupe entries: both land in the changelog
     # partition of the event at hand, in write order (see app/ledger.py).
     table = app.Table(
@@ -42,16 +47,54 @@ def register(app: faust.App, settings: Settings, rulebook: Rulebook, schemas: Sc
     event_schema, effect_schema = schemas["event"], schemas["effect"]
     dead_letter_schema = schemas["dead_letter"]
 
-    # Concurrency 1: faust can commit past an in-flight event otherwise (pitfall 1).
-    # take_events acks a batch only when this loop comes back for the next one, and
-    # by then the outbox has Kafka's ack for everything the batch wrote.
+    # Concurrency 1: one batch at a time, in partition order. A batch's offsets are
+    # committed only after the outbox has Kafka's ack for everything it wrote.
     @app.agent(source, concurrency=1, name="rules")
     async def apply_rules(stream: faust.StreamT[bytes]) -> None:
         take = stream.take_events  # type: ignore[attr-defined]  # missing from faust's StreamT
-        async with Outbox(settings.bootstrap, timeout_s=settings.publish_timeout_s) as outbox:
-            async for events in take(settings.worker_batch_size, within=settings.worker_batch_wait_s):
-                by_partition: dict[int, list[EventT[bytes]]] = {}
+        progress = Progress()
+        generation: int | None = None
+        async with (
+            Outbox(settings.bootstrap, timeout_s=settings.publish_timeout_s) as outbox,
+            CommittedOffsets(settings.bootstrap, settings.group_id) as committed,
+        ):
+
+            async def admit(events: list[EventT[bytes]]) -> list[EventT[bytes]]:
+                """The events to apply now; seeks back to any hole faust left (app/worker/progress.py)."""
+                nonlocal generation
+                admitted, holes = [], set()
                 for event in events:
+                    message = event.message
+                    if message.generation_id != generation:
+                        generation = message.generation_id
+                        progress.reset()
+                    where = (message.topic, message.partition)
+                    if not progress.knows(where):
+                        progress.start(where, await start_of(where))
+                    admission = progress.admit(where, message.offset)
+                    if admission is Admission.NEXT:
+                        admitted.append(event)
+                    elif admission is Admission.GAP:
+                        holes.add(where)
+                for where in holes:
+                    if progress.seek_due(where, time.monotonic()):
+                        log.info("a hole in %s[%d] at %d: seeking back", *where, progress.position(where))
+                        await app.consumer.seek_wait({TP(*where): progress.position(where)})
+                return admitted
+
+            async def start_of(where: tuple[str, int]) -> int:
+                # The committed offset, or the log's start for a new group (auto_offset_reset
+                # is earliest) or when retention removed records the group never committed.
+                earliest = (await app.consumer.earliest_offsets(TP(*where)))[TP(*where)]
+                found = await committed.get(where)
+                if found is not None and found < earliest:
+                    log.warning("%s[%d]: records %d..%d expired before they were applied", *where, found, earliest - 1)
+                return earliest if found is None else max(found, earliest)
+
+            async for events in take(settings.worker_batch_size, within=settings.worker_batch_wait_s):
+                admitted = await admit(events)
+                by_partition: dict[int, list[EventT[bytes]]] = {}
+                for event in admitted:
                     by_partition.setdefault(event.message.partition, []).append(event)
                 for partition_events in by_partition.values():
                     apply_partition(partition_events, outbox)
@@ -60,6 +103,10 @@ def register(app: faust.App, settings: Settings, rulebook: Rulebook, schemas: Sc
                     if topic == changelog:
                         # Where recovery resumes replaying the changelog into RocksDB.
                         cast(StoreT[bytes, bytes], table.data).set_persisted_offset(TP(topic, partition), offset)
+                if admitted:
+                    touched = {(event.message.topic, event.message.partition) for event in admitted}
+                    # faust's consumer holds the group membership, so its commit is the group's.
+                    await cast(Any, app.consumer)._commit({TP(*where): progress.position(where) for where in touched})
 
     def apply_partition(events: list[EventT[bytes]], outbox: Outbox) -> None:
         partition = events[0].message.partition

@@ -1,0 +1,55 @@
+"""The worker applies each partition's records strictly in offset order and commits only what it applied."""
+
+from app.worker.progress import Admission, Progress
+
+P = ("events.orders", 0)
+
+
+def test_contiguous_records_are_applied_and_move_the_position_on() -> None:
+    progress = Progress()
+    progress.start(P, 10)
+    assert [progress.admit(P, offset) for offset in (10, 11, 12)] == [Admission.NEXT] * 3
+    assert progress.position(P) == 13
+
+
+def test_a_record_after_a_hole_is_not_applied_until_the_hole_is_filled() -> None:
+    progress = Progress()
+    progress.start(P, 74)
+    for offset in range(74, 79):
+        progress.admit(P, offset)
+    # faust dropped 79..366: what comes after the hole waits, and the position stays at the hole.
+    assert progress.admit(P, 367) is Admission.GAP
+    assert progress.admit(P, 368) is Admission.GAP
+    assert progress.position(P) == 79
+    # After the seek back, the hole's records come first, then the ones dropped at the hole.
+    assert progress.admit(P, 79) is Admission.NEXT
+    assert progress.position(P) == 80
+
+
+def test_records_seen_again_after_a_seek_are_old() -> None:
+    progress = Progress()
+    progress.start(P, 5)
+    for offset in (5, 6, 7):
+        progress.admit(P, offset)
+    assert progress.admit(P, 6) is Admission.OLD
+    assert progress.admit(P, 3) is Admission.OLD
+    assert progress.position(P) == 8
+
+
+def test_a_seek_is_due_once_per_hole_and_again_if_the_hole_persists() -> None:
+    progress = Progress(seek_every_s=1.0)
+    progress.start(P, 10)
+    progress.admit(P, 12)
+    assert progress.seek_due(P, now=100.0)
+    assert not progress.seek_due(P, now=100.5)  # records buffered past the hole still arriving
+    assert progress.seek_due(P, now=101.2)  # the seek was lost (a rebalance, say): seek again
+    progress.admit(P, 10)
+    progress.admit(P, 12)
+    assert progress.seek_due(P, now=101.3)  # a new hole, at 11
+
+
+def test_reset_forgets_every_partition() -> None:
+    progress = Progress()
+    progress.start(P, 5)
+    progress.reset()
+    assert not progress.knows(P)
