@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import weakref
@@ -47,6 +48,18 @@ def register(app: faust.App, settings: Settings, rulebook: Rulebook, schemas: Sc
     event_schema, effect_schema = schemas["event"], schemas["effect"]
     dead_letter_schema = schemas["dead_letter"]
 
+    # Held from a batch's first read to its commit. faust waits for unacked records before it
+    # gives partitions up; ours are never acked (acks=False), so a rebalance waits for this.
+    # Without it the new owner recovered the changelog while the old one still wrote to it,
+    # and applied events again on stale state (seed 1487835131: 96 effects differed).
+    in_flight = asyncio.Lock()
+
+    async def finish_the_batch(sender: Any, *args: Any, **kwargs: Any) -> None:
+        async with in_flight:
+            pass
+
+    app.on_partitions_revoked.connect(cast(Any, finish_the_batch))  # faust types receivers narrowly
+
     # Concurrency 1: one batch at a time, in partition order. A batch's offsets are
     # committed only after the outbox has Kafka's ack for everything it wrote.
     @app.agent(source, concurrency=1, name="rules")
@@ -62,25 +75,35 @@ def register(app: faust.App, settings: Settings, rulebook: Rulebook, schemas: Sc
             async def admit(events: list[EventT[bytes]]) -> list[EventT[bytes]]:
                 """The events to apply now; seeks back to any hole faust left (app/worker/progress.py)."""
                 nonlocal generation
-                admitted, holes = [], set()
+                admitted = []
+                assigned = app.consumer.assignment()
                 for event in events:
                     message = event.message
+                    if message.generation_id != app.consumer_generation_id or message.tp not in assigned:
+                        continue  # buffered before a rebalance: the partition's owner now applies it
                     if message.generation_id != generation:
                         generation = message.generation_id
                         progress.reset()
                     where = (message.topic, message.partition)
                     if not progress.knows(where):
                         progress.start(where, await start_of(where))
-                    admission = progress.admit(where, message.offset)
-                    if admission is Admission.NEXT:
+                    if progress.admit(where, message.offset) is Admission.NEXT:
                         admitted.append(event)
-                    elif admission is Admission.GAP:
-                        holes.add(where)
-                for where in holes:
-                    if progress.seek_due(where, time.monotonic()):
-                        log.info("a hole in %s[%d] at %d: seeking back", *where, progress.position(where))
-                        await app.consumer.seek_wait({TP(*where): progress.position(where)})
+                await seek_back()
                 return admitted
+
+            async def seek_back() -> None:
+                assigned = app.consumer.assignment()
+                for where, offset in progress.seeks_due(time.monotonic()):
+                    if TP(*where) in assigned:
+                        log.info("a hole in %s[%d] at %d: seeking back", *where, offset)
+                        await app.consumer.seek_wait({TP(*where): offset})
+
+            async def keep_seeking() -> None:
+                while True:
+                    await asyncio.sleep(progress.seek_every_s)
+                    async with in_flight:
+                        await seek_back()
 
             async def start_of(where: tuple[str, int]) -> int:
                 # The committed offset, or the log's start for a new group (auto_offset_reset
@@ -91,7 +114,7 @@ def register(app: faust.App, settings: Settings, rulebook: Rulebook, schemas: Sc
                     log.warning("%s[%d]: records %d..%d expired before they were applied", *where, found, earliest - 1)
                 return earliest if found is None else max(found, earliest)
 
-            async for events in take(settings.worker_batch_size, within=settings.worker_batch_wait_s):
+            async def apply_batch(events: list[EventT[bytes]]) -> None:
                 admitted = await admit(events)
                 by_partition: dict[int, list[EventT[bytes]]] = {}
                 for event in admitted:
@@ -103,10 +126,22 @@ def register(app: faust.App, settings: Settings, rulebook: Rulebook, schemas: Sc
                     if topic == changelog:
                         # Where recovery resumes replaying the changelog into RocksDB.
                         cast(StoreT[bytes, bytes], table.data).set_persisted_offset(TP(topic, partition), offset)
-                if admitted:
-                    touched = {(event.message.topic, event.message.partition) for event in admitted}
+                # Only partitions still assigned: after a rebalance the new owner commits the rest
+                # (and aiokafka's commit of nothing is an error that crashes faust's consumer).
+                assigned = app.consumer.assignment()
+                touched = {event.message.tp for event in admitted}
+                offsets = {tp: progress.position(tp) for tp in touched if tp in assigned}
+                if offsets:
                     # faust's consumer holds the group membership, so its commit is the group's.
-                    await cast(Any, app.consumer)._commit({TP(*where): progress.position(where) for where in touched})
+                    await cast(Any, app.consumer)._commit(offsets)
+
+            seeking = asyncio.create_task(keep_seeking())
+            try:
+                async for events in take(settings.worker_batch_size, within=settings.worker_batch_wait_s):
+                    async with in_flight:
+                        await apply_batch(events)
+            finally:
+                seeking.cancel()
 
     def apply_partition(events: list[EventT[bytes]], outbox: Outbox) -> None:
         partition = events[0].message.partition

@@ -26,8 +26,9 @@ class Progress:
 
     def __init__(self, *, seek_every_s: float = 1.0) -> None:
         self._next: dict[Partition, int] = {}
+        self._beyond: dict[Partition, int] = {}  # the furthest record seen past a hole
         self._sought: dict[Partition, tuple[int, float]] = {}  # (position, when) of the last seek
-        self._seek_every_s = seek_every_s
+        self.seek_every_s = seek_every_s
 
     def knows(self, partition: Partition) -> bool:
         return partition in self._next
@@ -35,6 +36,7 @@ class Progress:
     def start(self, partition: Partition, offset: int) -> None:
         """Begin at `offset`: the group's committed offset, or the log's start when records expired."""
         self._next[partition] = offset
+        self._beyond.pop(partition, None)
         self._sought.pop(partition, None)
 
     def admit(self, partition: Partition, offset: int) -> Admission:
@@ -42,22 +44,30 @@ class Progress:
         if offset < position:
             return Admission.OLD
         if offset > position:
+            self._beyond[partition] = max(offset, self._beyond.get(partition, offset))
             return Admission.GAP
         self._next[partition] = offset + 1
+        if self._beyond.get(partition, -1) < offset + 1:
+            self._beyond.pop(partition, None)  # the hole is filled
         return Admission.NEXT
 
-    def seek_due(self, partition: Partition, now: float) -> bool:
-        """Whether to seek back to the position now: once, then again only if the hole persists.
+    def seeks_due(self, now: float) -> list[tuple[Partition, int]]:
+        """The partitions to seek back now, with the offset: each hole once, then every
+        `seek_every_s` while it stays open.
 
-        Records already buffered past the hole keep arriving after a seek; seeking for each of
-        them would restart the fetch over and over.
+        Records already buffered past the hole keep arriving after a seek, and faust's consumer
+        drops what comes below the last offset it handed out, so a seek can come to nothing;
+        the worker asks again on a timer, not only when records arrive (none may come).
         """
-        position = self._next[partition]
-        last = self._sought.get(partition)
-        if last is not None and last[0] == position and now - last[1] < self._seek_every_s:
-            return False
-        self._sought[partition] = (position, now)
-        return True
+        due = []
+        for partition in self._beyond:
+            position = self._next[partition]
+            last = self._sought.get(partition)
+            if last is not None and last[0] == position and now - last[1] < self.seek_every_s:
+                continue
+            self._sought[partition] = (position, now)
+            due.append((partition, position))
+        return due
 
     def position(self, partition: Partition) -> int:
         """The offset to commit: every record before it was applied here."""
@@ -66,4 +76,5 @@ class Progress:
     def reset(self) -> None:
         """A new consumer generation: positions are read again from the committed offsets."""
         self._next.clear()
+        self._beyond.clear()
         self._sought.clear()

@@ -36,16 +36,19 @@ def test_records_seen_again_after_a_seek_are_old() -> None:
     assert progress.position(P) == 8
 
 
-def test_a_seek_is_due_once_per_hole_and_again_if_the_hole_persists() -> None:
+def test_a_seek_is_due_once_per_hole_and_again_while_the_hole_stays_open() -> None:
     progress = Progress(seek_every_s=1.0)
     progress.start(P, 10)
+    assert progress.seeks_due(now=99.0) == []
     progress.admit(P, 12)
-    assert progress.seek_due(P, now=100.0)
-    assert not progress.seek_due(P, now=100.5)  # records buffered past the hole still arriving
-    assert progress.seek_due(P, now=101.2)  # the seek was lost (a rebalance, say): seek again
+    assert progress.seeks_due(now=100.0) == [(P, 10)]
+    assert progress.seeks_due(now=100.5) == []  # records buffered past the hole still arriving
+    assert progress.seeks_due(now=101.2) == [(P, 10)]  # the seek came to nothing: seek again
     progress.admit(P, 10)
+    assert progress.seeks_due(now=101.3) == [(P, 11)]  # 11 still missing
+    progress.admit(P, 11)
     progress.admit(P, 12)
-    assert progress.seek_due(P, now=101.3)  # a new hole, at 11
+    assert progress.seeks_due(now=105.0) == []  # filled: nothing to seek
 
 
 def test_reset_forgets_every_partition() -> None:
