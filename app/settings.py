@@ -47,6 +47,9 @@ class Settings:
     worker_batch_wait_s: float = _setting(
         0.01, "Longest the worker waits to fill a batch: latency it may add to each event."
     )
+    worker_commit_interval_s: float = _setting(
+        1.0, "How often the worker commits its consumer offsets; a crash replays at most this much, deduped."
+    )
     api_keys: str = _setting("", "Development keys: key1:tenant1,key2:tenant2 (plain text).")
     keys_file: Path | None = _setting(None, "YAML file of SHA-256 hashed API keys (production).")
     topics_dir: Path = _setting(Path("topics"), "Folder of topic files (<slug>.yaml).")

@@ -67,6 +67,8 @@ def register(app: faust.App, settings: Settings, rulebook: Rulebook, schemas: Sc
         take = stream.take_events  # type: ignore[attr-defined]  # missing from faust's StreamT
         progress = Progress()
         generation: int | None = None
+        uncommitted: set[TP] = set()
+        committed_at = [0.0]
         async with (
             Outbox(settings.bootstrap, timeout_s=settings.publish_timeout_s) as outbox,
             CommittedOffsets(settings.bootstrap, settings.group_id) as committed,
@@ -84,6 +86,7 @@ def register(app: faust.App, settings: Settings, rulebook: Rulebook, schemas: Sc
                     if message.generation_id != generation:
                         generation = message.generation_id
                         progress.reset()
+                        uncommitted.clear()
                     where = (message.topic, message.partition)
                     if not progress.knows(where):
                         progress.start(where, await start_of(where))
@@ -126,11 +129,20 @@ def register(app: faust.App, settings: Settings, rulebook: Rulebook, schemas: Sc
                     if topic == changelog:
                         # Where recovery resumes replaying the changelog into RocksDB.
                         cast(StoreT[bytes, bytes], table.data).set_persisted_offset(TP(topic, partition), offset)
+                uncommitted.update(event.message.tp for event in admitted)
+                if time.monotonic() - committed_at[0] >= settings.worker_commit_interval_s:
+                    await commit()
+
+            async def commit() -> None:
+                # An interval, not every batch: a coordinator round trip per small batch cost more
+                # than the batch at 1,000 events/s. What a crash leaves uncommitted comes again,
+                # and the ledger recognises it (app/ledger.py).
+                committed_at[0] = time.monotonic()
                 # Only partitions still assigned: after a rebalance the new owner commits the rest
                 # (and aiokafka's commit of nothing is an error that crashes faust's consumer).
                 assigned = app.consumer.assignment()
-                touched = {event.message.tp for event in admitted}
-                offsets = {tp: progress.position(tp) for tp in touched if tp in assigned}
+                offsets = {tp: progress.position(tp) for tp in uncommitted if tp in assigned and progress.knows(tp)}
+                uncommitted.clear()
                 if offsets:
                     # faust's consumer holds the group membership, so its commit is the group's.
                     await cast(Any, app.consumer)._commit(offsets)
