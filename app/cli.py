@@ -1,4 +1,4 @@
-"""The `sluice` command line: up | kafka | producer | worker | tail | simulate | bench | hash-key."""
+"""The `sluice` command line: up | kafka | producer | worker | deliver | replay | tail | simulate | bench | hash-key."""
 
 from __future__ import annotations
 
@@ -30,6 +30,10 @@ def _parser() -> argparse.ArgumentParser:
     producer.add_argument("--serve-one", action="store_true", help=argparse.SUPPRESS)
     worker = commands.add_parser("worker", help="run a Faust worker")
     worker.add_argument("--port", type=int, help="web port (SLUICE_WORKER_PORT, default 6066)")
+    commands.add_parser("deliver", help="push matching records to webhook subscriptions")
+    replay = commands.add_parser("replay", help="send a webhook subscription's parked deliveries again")
+    replay.add_argument("tenant")
+    replay.add_argument("subscription", help="subscription name")
     tail = commands.add_parser("tail", help="print decoded records of a stream as JSON lines")
     tail.add_argument("stream", help="'effects', 'dlq.<tenant>', 'dlq' (the worker's) or a topic slug")
     tail.add_argument("--from-beginning", action="store_true", help="start at the oldest record")
@@ -114,6 +118,14 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         if args.port:
             settings = settings.replace(worker_port=args.port)
         return run(settings)
+    if args.command == "deliver":
+        from app.delivery.dispatcher import run as deliver
+
+        return asyncio.run(deliver(settings))
+    if args.command == "replay":
+        from app.delivery.dispatcher import replay_command
+
+        return asyncio.run(replay_command(settings, args.tenant, args.subscription))
     if args.command == "tail":
         from app.tail import tail
 
