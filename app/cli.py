@@ -39,14 +39,15 @@ def _parser() -> argparse.ArgumentParser:
     tail.add_argument("--from-beginning", action="store_true", help="start at the oldest record")
     tail.add_argument("--max", type=int, help="exit after this many records")
     tail.add_argument("--timeout", type=float, help="exit after this many seconds without a record")
-    bench = commands.add_parser("bench", help="benchmarks: `sluice bench ingest`, `sluice bench pipeline`")
-    bench.add_argument("what", choices=["ingest", "pipeline"])
+    bench = commands.add_parser("bench", help="benchmarks: `sluice bench ingest|pipeline|delivery`")
+    bench.add_argument("what", choices=["ingest", "pipeline", "delivery"])
     bench.add_argument("--events", type=int, default=100_000, help="events per endpoint; pipeline: pre-loaded events")
     bench.add_argument("--batch", type=int, default=500, help="events per request")
     bench.add_argument("--connections", type=int, default=8, help="concurrent keep-alive connections")
     bench.add_argument("--endpoints", default="usage,analytics,segment", help="usage, analytics, segment")
     bench.add_argument("--rate", type=float, default=1000, help="pipeline: steady events/s of the latency phase")
     bench.add_argument("--seconds", type=float, default=20, help="pipeline: length of the latency phase")
+    bench.add_argument("--subscribers", type=int, default=10, help="delivery: concurrent SSE streams")
     simulate = commands.add_parser("simulate", help="run events through a topic's rules; writes nothing")
     simulate.add_argument("topic", help="topic slug")
     simulate.add_argument("events", type=Path, help='JSON file of [{"type", "data", "occurred_at"}, ...]; - for stdin')
@@ -131,8 +132,10 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
 
         return asyncio.run(tail(settings, args.stream, args.from_beginning, args.max, args.timeout))
     if args.command == "bench":
-        from app.bench import bench_ingest, bench_pipeline
+        from app.bench import bench_delivery, bench_ingest, bench_pipeline
 
+        if args.what == "delivery":
+            return asyncio.run(bench_delivery(settings, args.events, args.subscribers))
         if args.what == "pipeline":
             return asyncio.run(bench_pipeline(settings, args.events, args.rate, args.seconds))
         endpoints = [name.strip() for name in args.endpoints.split(",") if name.strip()]

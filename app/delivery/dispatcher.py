@@ -25,15 +25,17 @@ from app.topology import Topology, ensure_topics
 
 log = logging.getLogger(__name__)
 DELIVER_GROUP = "deliver"
+MAX_IN_FLIGHT = 100  # records being delivered at once, over all partitions
 
 
 class Dispatcher:
     """One consumer group over `effects` and every event topic.
 
-    Each partition's fetched records are delivered by a task of its own, in offset order,
-    while the partition is paused; its offset is committed only once every record was
-    delivered or parked. A failing receiver so holds back that partition (and only it)
-    while it is retried: that is what keeps each user's deliveries in order.
+    Each partition's fetched records are delivered by a task of its own while the partition
+    is paused: different users side by side, one user's records in offset order. The
+    offset is committed only once every record of the batch was delivered or parked, so a
+    failing receiver holds back that partition (and only it) while it is retried; a user's
+    next record never overtakes one being retried.
     """
 
     def __init__(
@@ -46,6 +48,8 @@ class Dispatcher:
         self._parking = Parking(settings.bootstrap, topology)
         self._stream_of = {topology.effects: "effects"} | {name: "events" for name in topology.events.values()}
         self._busy: dict[TopicPartition, asyncio.Task[int]] = {}
+        # Bounds the receivers' load, and this process's open connections.
+        self._in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.bootstrap,
             group_id=settings.kafka_topic(f"{settings.app_id}-{DELIVER_GROUP}"),
@@ -100,6 +104,15 @@ class Dispatcher:
             self._consumer.resume(tp)
 
     async def _deliver_partition(self, tp: TopicPartition, messages: list[ConsumerRecord[bytes, bytes]]) -> int:
+        """Deliver a partition's batch: users side by side, each user's records one after another."""
+        by_user: dict[bytes | None, list[ConsumerRecord[bytes, bytes]]] = {}
+        for message in messages:
+            by_user.setdefault(message.key, []).append(message)
+        await asyncio.gather(*(self._deliver_in_order(tp, mine) for mine in by_user.values()))
+        next_offset: int = messages[-1].offset + 1
+        return next_offset
+
+    async def _deliver_in_order(self, tp: TopicPartition, messages: list[ConsumerRecord[bytes, bytes]]) -> None:
         stream = self._stream_of[tp.topic]
         for message in messages:
             try:
@@ -112,9 +125,8 @@ class Dispatcher:
                 if sub.stream == stream and message.timestamp >= sub.created_ms and sub.matches(record)
             ]
             if subs:
-                await asyncio.gather(*(self._deliver(sub, message, record) for sub in subs))
-        next_offset: int = messages[-1].offset + 1
-        return next_offset
+                async with self._in_flight:
+                    await asyncio.gather(*(self._deliver(sub, message, record) for sub in subs))
 
     async def _deliver(
         self, sub: Subscription, message: ConsumerRecord[bytes, bytes], record: dict[str, object]
