@@ -6,11 +6,11 @@ import asyncio
 import time
 
 from aiohttp import web
+from orjson import Fragment
 
 from app.delivery import cursor
 from app.delivery.parking import replay_parked
-from app.delivery.payload import dumps, record_json
-from app.delivery.reader import StreamReader
+from app.delivery.reader import DecodedCache, StreamReader
 from app.delivery.registry import Registry
 from app.delivery.signature import new_secret
 from app.delivery.subscription import Filter, Subscription, parse_subscription
@@ -18,6 +18,7 @@ from app.errors import NotFound, Unavailable, ValidationError
 from app.producer.server import CONTEXT, Context, authenticate, json_response, parse_json, read_body
 
 STREAMS = web.AppKey("sse_streams", set[asyncio.Task[object]])
+DECODED = web.AppKey("decoded", DecodedCache)
 KEEPALIVE_S = 10.0
 PULL_LIMIT = 100
 PULL_MAX_LIMIT = 1000
@@ -26,6 +27,7 @@ PULL_WAIT_S = 5.0  # a poll over a long backlog answers with what it has read by
 
 def add_routes(app: web.Application) -> None:
     app[STREAMS] = set()
+    app[DECODED] = DecodedCache(app[CONTEXT].schemas)
     app.router.add_post("/subscriptions", create)
     app.router.add_get("/subscriptions", list_all)
     app.router.add_get("/subscriptions/{name}", show)
@@ -128,6 +130,14 @@ def _kafka_topic(context: Context, sub: Subscription) -> str:
     return topic
 
 
+def _reader(request: web.Request, sub: Subscription) -> StreamReader:
+    context = request.app[CONTEXT]
+    topic = _kafka_topic(context, sub)
+    return StreamReader(
+        context.settings.bootstrap, topic, sub.stream, context.topology.partitions, request.app[DECODED]
+    )
+
+
 def _positions(context: Context, text: str | None, field: str) -> dict[int, int] | None:
     return None if text is None else cursor.decode(text, field, context.topology.partitions)
 
@@ -136,9 +146,7 @@ async def _serve_events(request: web.Request, sub: Subscription) -> web.StreamRe
     """Server-Sent Events from now, or right after `Last-Event-ID`; each event's id is the cursor after it."""
     context = request.app[CONTEXT]
     positions = _positions(context, request.headers.get("Last-Event-ID"), "Last-Event-ID")
-    reader = StreamReader(
-        context.settings.bootstrap, _kafka_topic(context, sub), context.topology.partitions, context.schemas
-    )
+    reader = _reader(request, sub)
     task = asyncio.current_task()
     assert task is not None
     request.app[STREAMS].add(task)
@@ -151,10 +159,10 @@ async def _serve_events(request: web.Request, sub: Subscription) -> web.StreamRe
         # The reader's positions are fixed before this first write, so a client that has it misses nothing.
         await response.write(f"retry: 1000\n: {reader.cursor}\n\n".encode())
         written = time.monotonic()
+        kind = sub.stream.removesuffix("s").encode()  # event: effect, event: event
         while True:
             frames = [
-                b"id: %s\nevent: %s\ndata: %s\n\n"
-                % (item.cursor.encode(), sub.stream[:-1].encode(), dumps(record_json(sub.stream, item.record)))
+                b"id: %s\nevent: %s\ndata: %s\n\n" % (item.cursor.encode(), kind, item.decoded.json)
                 for item in await reader.read(timeout_ms=1000)
                 if sub.matches(item.record)
             ]
@@ -185,9 +193,7 @@ async def pull(request: web.Request) -> web.Response:
     sub = await _find(context, principal.tenant, request.match_info["name"])
     limit = _limit(request.query.get("limit"))
     positions = _positions(context, request.query.get("after"), "after")
-    reader = StreamReader(
-        context.settings.bootstrap, _kafka_topic(context, sub), context.topology.partitions, context.schemas
-    )
+    reader = _reader(request, sub)
     events: list[dict[str, object]] = []
     await reader.open(positions, from_end=False)
     try:
@@ -201,7 +207,7 @@ async def pull(request: web.Request) -> web.Response:
                             "cursor": item.cursor,
                             "partition": item.partition,
                             "offset": item.offset,
-                            "record": record_json(sub.stream, item.record),
+                            "record": Fragment(item.decoded.json),
                         }
                     )
                     after = item.cursor
