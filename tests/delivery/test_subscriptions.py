@@ -275,18 +275,21 @@ class Receiver:
             await asyncio.sleep(0.05)
 
 
+async def hook_for_one_user(
+    http: aiohttp.ClientSession, stack: Stack, receiver: Receiver, prefix: str
+) -> tuple[str, str, dict[str, Any]]:
+    """A new user, and a webhook subscription to that user's order events: (user, name, the created answer)."""
+    user, name = unique("u"), unique(prefix)
+    body = {"name": name, "stream": "events", "topic": "orders", "filter": {"users": [user]}, "url": receiver.url}
+    return user, name, await subscribe(http, stack, body)
+
+
 async def test_a_webhook_gets_signed_deliveries_in_order_retried_until_accepted(
     stack: Stack, http: aiohttp.ClientSession
 ) -> None:
     # Every delivery fails once, then succeeds: each is retried, and a receiver sees it once by id.
     async with Receiver(lambda _, attempts: 500 if attempts == 1 else 204) as receiver:
-        user = unique("u")
-        name = unique("hook")
-        created = await subscribe(
-            http,
-            stack,
-            {"name": name, "stream": "events", "topic": "orders", "filter": {"users": [user]}, "url": receiver.url},
-        )
+        user, name, created = await hook_for_one_user(http, stack, receiver, "hook")
         secret = created["secret"]
         sent = [await post_event(http, stack, user, n=n) for n in range(3)]
         await receiver.wait_for(lambda: len(receiver.delivered()) == 3 and len(receiver.posts) >= 6, describe="3")
@@ -308,13 +311,7 @@ async def test_a_failing_webhook_parks_the_delivery_and_a_replay_delivers_it(
 ) -> None:
     up = False
     async with Receiver(lambda _, __: 204 if up else 503) as receiver:
-        user = unique("u")
-        name = unique("parks")
-        await subscribe(
-            http,
-            stack,
-            {"name": name, "stream": "events", "topic": "orders", "filter": {"users": [user]}, "url": receiver.url},
-        )
+        user, name, _ = await hook_for_one_user(http, stack, receiver, "parks")
         event_id = await post_event(http, stack, user)
         parked = await read_raw_until(
             stack.bootstrap, stack.topic(f"parked.acme.{name}"), lambda ms: len(ms) >= 1, describe="a parked record"
@@ -346,13 +343,7 @@ async def test_a_killed_dispatcher_is_replaced_and_every_delivery_arrives_in_ord
     stack: Stack, http: aiohttp.ClientSession
 ) -> None:
     async with Receiver(lambda _, __: 200, delay_s=0.1) as receiver:
-        user = unique("u")
-        name = unique("crash")
-        await subscribe(
-            http,
-            stack,
-            {"name": name, "stream": "events", "topic": "orders", "filter": {"users": [user]}, "url": receiver.url},
-        )
+        user, _, _ = await hook_for_one_user(http, stack, receiver, "crash")
         sent = [await post_event(http, stack, user, n=n) for n in range(20)]
         await receiver.wait_for(lambda: len(receiver.delivered()) >= 5, describe="five deliveries")
         stack.processes["deliver"].kill()  # no commit of the batch in flight
