@@ -10,6 +10,7 @@ import signal
 import aiohttp
 import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
 from app.delivery.parking import Parking, replay_parked
@@ -17,7 +18,7 @@ from app.delivery.registry import Registry
 from app.delivery.signature import delivery_id
 from app.delivery.subscription import Subscription
 from app.delivery.webhook import Sender, body_of, sender_of
-from app.errors import NotFound, SchemaError
+from app.errors import NotFound, SchemaError, Unavailable
 from app.schemas import SchemaSet
 from app.settings import Settings
 from app.topics import Catalog
@@ -68,7 +69,7 @@ class Dispatcher:
                 batch = await self._consumer.getmany(timeout_ms=200)
                 if batch:
                     # A subscription created before a record was written must see it.
-                    await self._registry.sync()
+                    await self._synced()
                 for tp, messages in batch.items():
                     self._consumer.pause(tp)
                     self._busy[tp] = asyncio.create_task(self._deliver_partition(tp, messages))
@@ -77,6 +78,14 @@ class Dispatcher:
             self.cancel(list(self._busy))
             await self._consumer.stop()
             await self._parking.stop()
+
+    async def _synced(self) -> None:
+        while True:
+            try:
+                return await self._registry.sync()
+            except (Unavailable, KafkaError) as exc:
+                log.warning("subscriptions not up to date (%s); waiting", exc)
+                await asyncio.sleep(1)
 
     def cancel(self, partitions: list[TopicPartition]) -> None:
         """Partitions taken away: stop delivering; the new owner starts at the last commit."""

@@ -8,10 +8,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 
 from app.delivery import cursor
 from app.delivery.payload import dumps, record_json
-from app.errors import SchemaError
+from app.errors import SchemaError, Unavailable
 from app.schemas import SchemaSet
 
 
@@ -94,6 +95,12 @@ class StreamReader:
 
     async def open(self, positions: Mapping[int, int] | None, *, from_end: bool) -> None:
         """Start at `positions`; partitions without one start at the end (`from_end`) or the beginning."""
+        try:
+            await self._open(positions, from_end)
+        except KafkaError as exc:
+            raise Unavailable(f"cannot read the stream from Kafka ({exc}); retry later") from exc
+
+    async def _open(self, positions: Mapping[int, int] | None, from_end: bool) -> None:
         await self._consumer.start()
         self._consumer.assign(self._parts)
         given = positions or {}
@@ -114,7 +121,10 @@ class StreamReader:
         return cursor.encode(self.positions)
 
     async def at_end(self) -> bool:
-        ends = await self._consumer.end_offsets(self._parts)
+        try:
+            ends = await self._consumer.end_offsets(self._parts)
+        except KafkaError as exc:
+            raise Unavailable(f"cannot read the stream from Kafka ({exc}); retry later") from exc
         return all(self.positions[tp.partition] >= end for tp, end in ends.items())
 
     async def read(self, timeout_ms: int, max_records: int | None = None) -> list[Item]:

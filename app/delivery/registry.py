@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
 
 from app.delivery.subscription import Subscription
 from app.errors import Conflict, NotFound, SchemaError, Unavailable
@@ -75,7 +76,10 @@ class Registry:
 
     async def sync(self, timeout: float = 10.0) -> None:
         """Wait until every change written so far anywhere is applied here."""
-        end = (await self._consumer.end_offsets([self._partition]))[self._partition]
+        try:
+            end = (await self._consumer.end_offsets([self._partition]))[self._partition]
+        except KafkaError as exc:
+            raise Unavailable(f"cannot read subscriptions from Kafka ({exc}); retry later") from exc
         await self._reach(end, timeout)
 
     def get(self, tenant: str, name: str) -> Subscription | None:
@@ -127,6 +131,15 @@ class Registry:
                     await asyncio.wait_for(self._advanced.wait(), left)
 
     async def _read(self) -> None:
+        while True:
+            try:
+                await self._read_some()
+            except KafkaError as exc:
+                # Keep following; meanwhile sync() times out and callers answer 503.
+                log.warning("reading subscriptions failed (%r); retrying", exc)
+                await asyncio.sleep(1)
+
+    async def _read_some(self) -> None:
         while True:
             batch = await self._consumer.getmany(self._partition, timeout_ms=500)
             for message in batch.get(self._partition, []):

@@ -6,6 +6,7 @@ import asyncio
 import time
 
 from aiohttp import web
+from aiokafka.errors import KafkaError
 from orjson import Fragment
 
 from app.delivery import cursor
@@ -173,7 +174,9 @@ async def _serve_events(request: web.Request, sub: Subscription) -> web.StreamRe
                 # A comment: keeps proxies from closing the stream, and finds clients that left.
                 await response.write(b": keepalive\n\n")
                 written = time.monotonic()
-    except (ConnectionResetError, asyncio.CancelledError):
+    except (ConnectionResetError, asyncio.CancelledError, KafkaError):
+        # The client left, the server stops, or Kafka failed mid-stream: the client reconnects
+        # with its Last-Event-ID and loses nothing.
         return web.StreamResponse()
     finally:
         request.app[STREAMS].discard(task)
@@ -195,8 +198,8 @@ async def pull(request: web.Request) -> web.Response:
     positions = _positions(context, request.query.get("after"), "after")
     reader = _reader(request, sub)
     events: list[dict[str, object]] = []
-    await reader.open(positions, from_end=False)
     try:
+        await reader.open(positions, from_end=False)
         after = reader.cursor
         deadline = time.monotonic() + PULL_WAIT_S
         while len(events) < limit and time.monotonic() < deadline and not await reader.at_end():
