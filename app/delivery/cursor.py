@@ -44,3 +44,14 @@ def decode(cursor: str, field: str, partitions: int) -> dict[int, int]:
             raise refuse(f"partition {number} twice")
         positions[number] = int(offset)
     return positions
+
+
+def check_reachable(positions: Mapping[int, int], ends: Mapping[int, int], field: str) -> None:
+    """Refuse positions past the end of their partition: no cursor this stream gave out is."""
+    for partition, offset in sorted(positions.items()):
+        if offset > ends.get(partition, 0):
+            raise ValidationError(
+                f"not a cursor this stream gave out: partition {partition} ends at {ends.get(partition, 0)}",
+                field=field,
+                code="invalid_cursor",
+            )

@@ -93,17 +93,24 @@ class StreamReader:
         )
         self.positions: dict[int, int] = {}
 
-    async def open(self, positions: Mapping[int, int] | None, *, from_end: bool) -> None:
-        """Start at `positions`; partitions without one start at the end (`from_end`) or the beginning."""
+    async def open(self, positions: Mapping[int, int] | None, *, from_end: bool, field: str) -> None:
+        """Start at `positions`; partitions without one start at the end (`from_end`) or the beginning.
+
+        A position past a partition's end is refused, naming `field`: Kafka would reset it
+        to the oldest record and the client would get everything again.
+        """
         try:
-            await self._open(positions, from_end)
+            await self._open(positions, from_end, field)
         except KafkaError as exc:
             raise Unavailable(f"cannot read the stream from Kafka ({exc}); retry later") from exc
 
-    async def _open(self, positions: Mapping[int, int] | None, from_end: bool) -> None:
+    async def _open(self, positions: Mapping[int, int] | None, from_end: bool, field: str) -> None:
         await self._consumer.start()
         self._consumer.assign(self._parts)
         given = positions or {}
+        if given:
+            ends = await self._consumer.end_offsets(self._parts)
+            cursor.check_reachable(given, {tp.partition: end for tp, end in ends.items()}, field)
         rest = [tp for tp in self._parts if tp.partition not in given]
         if rest:
             await (self._consumer.seek_to_end(*rest) if from_end else self._consumer.seek_to_beginning(*rest))

@@ -152,7 +152,7 @@ async def _serve_events(request: web.Request, sub: Subscription) -> web.StreamRe
     assert task is not None
     request.app[STREAMS].add(task)
     try:
-        await reader.open(positions, from_end=True)
+        await reader.open(positions, from_end=True, field="Last-Event-ID")
         response = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         )
@@ -199,7 +199,7 @@ async def pull(request: web.Request) -> web.Response:
     reader = _reader(request, sub)
     events: list[dict[str, object]] = []
     try:
-        await reader.open(positions, from_end=False)
+        await reader.open(positions, from_end=False, field="after")
         after = reader.cursor
         deadline = time.monotonic() + PULL_WAIT_S
         while len(events) < limit and time.monotonic() < deadline and not await reader.at_end():

@@ -153,6 +153,13 @@ def test_malformed_cursors_are_refused(text: str) -> None:
     assert (caught.value.field, caught.value.code) == ("after", "invalid_cursor")
 
 
+def test_a_position_past_the_end_is_refused_and_the_end_itself_is_fine() -> None:
+    cursor.check_reachable({0: 5, 1: 0}, {0: 5, 1: 3}, "after")
+    with pytest.raises(ValidationError) as caught:
+        cursor.check_reachable({0: 6}, {0: 5, 1: 3}, "after")
+    assert (caught.value.field, caught.value.code) == ("after", "invalid_cursor")
+
+
 # --- signatures ---------------------------------------------------------------------------------
 
 

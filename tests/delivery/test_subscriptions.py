@@ -14,6 +14,7 @@ import orjson
 import pytest
 from aiohttp import web
 
+from app.delivery import cursor
 from app.delivery.signature import HEADER, verify
 from app.delivery.webhook import DELIVERY_HEADER
 from tests.support.sse import SseEvent, open_stream
@@ -123,10 +124,11 @@ async def test_reconnecting_with_last_event_id_misses_and_repeats_nothing(
         assert mine == [i for i in [*sent, *last] if i in mine]
 
 
+@pytest.mark.parametrize("last_event_id", ["not*a*cursor", cursor.encode({0: 10**12})])
 async def test_a_malformed_last_event_id_is_refused_naming_the_header(
-    stack: Stack, http: aiohttp.ClientSession
+    stack: Stack, http: aiohttp.ClientSession, last_event_id: str
 ) -> None:
-    headers = {"X-API-Key": KEY_A, "Last-Event-ID": "not*a*cursor"}
+    headers = {"X-API-Key": KEY_A, "Last-Event-ID": last_event_id}
     async with http.get(f"{stack.url}/effects/stream", headers=headers) as response:
         assert response.status == 400
         assert (await response.json())["error"]["field"] == "Last-Event-ID"
@@ -157,7 +159,10 @@ async def test_polling_with_a_cursor_pages_through_exactly_once(stack: Stack, ht
     assert (status, page["events"], page["cursor"]) == (200, [], after)
 
 
-@pytest.mark.parametrize(("query", "field"), [({"after": "%%%"}, "after"), ({"limit": "0"}, "limit")])
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [({"after": "%%%"}, "after"), ({"after": cursor.encode({1: 10**12})}, "after"), ({"limit": "0"}, "limit")],
+)
 async def test_a_bad_poll_names_the_parameter(
     stack: Stack, http: aiohttp.ClientSession, query: dict[str, str], field: str
 ) -> None:
