@@ -15,8 +15,9 @@ from app.delivery.reader import DecodedCache, StreamReader
 from app.delivery.registry import Registry
 from app.delivery.signature import new_secret
 from app.delivery.subscription import Filter, Subscription, parse_subscription
-from app.errors import NotFound, Unavailable, ValidationError
+from app.errors import Forbidden, NotFound, Unavailable, ValidationError
 from app.producer.server import CONTEXT, Context, authenticate, json_response, parse_json, read_body
+from app.tenants import Principal
 
 STREAMS = web.AppKey("sse_streams", set[asyncio.Task[object]])
 DECODED = web.AppKey("decoded", DecodedCache)
@@ -46,8 +47,27 @@ def _registry(context: Context) -> Registry:
     return context.registry
 
 
-async def _find(context: Context, tenant: str, name: str) -> Subscription:
+def _check_topic(principal: Principal, topic: str | None) -> None:
+    """A key limited to topics reads only those, so it must name one of them."""
+    if principal.topics is None:
+        return
+    if topic is None:
+        raise Forbidden(
+            f"this API key is limited to topics {', '.join(sorted(principal.topics))}; name one",
+            field="topic",
+            code="topic_forbidden",
+        )
+    if topic not in principal.topics:
+        raise Forbidden(f"this API key may not read topic {topic!r}", field="topic", code="topic_forbidden")
+
+
+def _readable(principal: Principal, sub: Subscription) -> bool:
+    return principal.topics is None or sub.topic in principal.topics
+
+
+async def _find(context: Context, principal: Principal, name: str) -> Subscription:
     """The tenant's subscription; another tenant's is as absent as one never made."""
+    tenant = principal.tenant
     registry = _registry(context)
     sub = registry.get(tenant, name)
     if sub is None:
@@ -55,6 +75,7 @@ async def _find(context: Context, tenant: str, name: str) -> Subscription:
         sub = registry.get(tenant, name)
     if sub is None:
         raise NotFound(f"no subscription named {name!r}", field="name", code="subscription_not_found")
+    _check_topic(principal, sub.topic)
     return sub
 
 
@@ -63,6 +84,7 @@ async def create(request: web.Request) -> web.Response:
     principal = authenticate(request)
     body = parse_json(request, await read_body(request, context.settings.max_body_bytes))
     sub = parse_subscription(body, tenant=principal.tenant, topics=frozenset(context.catalog), secret=new_secret())
+    _check_topic(principal, sub.topic)
     await _registry(context).create(sub)
     shown = sub.public()
     if sub.secret is not None:
@@ -75,19 +97,20 @@ async def list_all(request: web.Request) -> web.Response:
     principal = authenticate(request)
     registry = _registry(context)
     await registry.sync()
-    return json_response(200, {"subscriptions": [sub.public() for sub in registry.of_tenant(principal.tenant)]})
+    subs = [sub.public() for sub in registry.of_tenant(principal.tenant) if _readable(principal, sub)]
+    return json_response(200, {"subscriptions": subs})
 
 
 async def show(request: web.Request) -> web.Response:
     context = request.app[CONTEXT]
     principal = authenticate(request)
-    return json_response(200, (await _find(context, principal.tenant, request.match_info["name"])).public())
+    return json_response(200, (await _find(context, principal, request.match_info["name"])).public())
 
 
 async def delete(request: web.Request) -> web.Response:
     context = request.app[CONTEXT]
     principal = authenticate(request)
-    sub = await _find(context, principal.tenant, request.match_info["name"])
+    sub = await _find(context, principal, request.match_info["name"])
     await _registry(context).delete(sub.tenant, sub.name)
     return web.Response(status=204)
 
@@ -96,7 +119,7 @@ async def replay(request: web.Request) -> web.Response:
     """POST /subscriptions/{name}/replay: send the parked deliveries again; the first failure stops it."""
     context = request.app[CONTEXT]
     principal = authenticate(request)
-    sub = await _find(context, principal.tenant, request.match_info["name"])
+    sub = await _find(context, principal, request.match_info["name"])
     if sub.url is None:
         raise ValidationError("not a webhook subscription: nothing is ever parked", field="name", code="not_a_webhook")
     return json_response(200, await replay_parked(context.settings, context.topology, sub))
@@ -105,7 +128,7 @@ async def replay(request: web.Request) -> web.Response:
 async def stream(request: web.Request) -> web.StreamResponse:
     context = request.app[CONTEXT]
     principal = authenticate(request)
-    return await _serve_events(request, await _find(context, principal.tenant, request.match_info["name"]))
+    return await _serve_events(request, await _find(context, principal, request.match_info["name"]))
 
 
 async def effects_stream(request: web.Request) -> web.StreamResponse:
@@ -115,6 +138,7 @@ async def effects_stream(request: web.Request) -> web.StreamResponse:
     topic = request.query.get("topic")
     if topic is not None and topic not in context.catalog:
         raise ValidationError(f"no topic named {topic!r}", field="topic", code="unknown_topic")
+    _check_topic(principal, topic)
     user = request.query.get("user")
     if user is not None and not user:
         raise ValidationError("must not be empty", field="user", code="validation.required")
@@ -193,7 +217,7 @@ async def pull(request: web.Request) -> web.Response:
     """GET /subscriptions/{name}/events?after=<cursor>&limit=N: matching records after the cursor (or the oldest)."""
     context = request.app[CONTEXT]
     principal = authenticate(request)
-    sub = await _find(context, principal.tenant, request.match_info["name"])
+    sub = await _find(context, principal, request.match_info["name"])
     limit = _limit(request.query.get("limit"))
     positions = _positions(context, request.query.get("after"), "after")
     reader = _reader(request, sub)

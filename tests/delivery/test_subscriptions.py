@@ -17,19 +17,25 @@ from aiohttp import web
 from app.delivery import cursor
 from app.delivery.signature import HEADER, verify
 from app.delivery.webhook import DELIVERY_HEADER
+from app.tenants import hash_key
 from tests.support.sse import SseEvent, open_stream
 from tests.support.stack import Stack, free_port, read_raw_until
 
 pytestmark = pytest.mark.integration
 KEY_A, KEY_B = "sub_key_a", "sub_key_b"
+KEY_LIMITED = "sub_key_gamification_only"  # tenant acme, limited to the gamification topic
 
 
 @pytest.fixture(scope="module")
 async def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
+    workdir = tmp_path_factory.mktemp("subscriptions")
+    keys_file = workdir / "keys.yaml"
+    keys_file.write_text(f"keys:\n  - {{sha256: {hash_key(KEY_LIMITED)}, tenant: acme, topics: [gamification]}}\n")
     stack = Stack.create(
         kafka_bootstrap,
-        tmp_path_factory.mktemp("subscriptions"),
+        workdir,
         api_keys=f"{KEY_A}:acme,{KEY_B}:globex",
+        SLUICE_KEYS_FILE=str(keys_file),
         SLUICE_WEBHOOK_TIMEOUT_S="1",
         SLUICE_WEBHOOK_RETRY_S="2",
         SLUICE_WEBHOOK_BACKOFF_BASE_S="0.05",
@@ -224,6 +230,29 @@ async def test_a_tenant_sees_only_its_own_subscriptions_and_data(stack: Stack, h
     assert {e.data["tenant"] for e in got_effects} == {"globex"}
     status, page = await call(http, stack, "GET", f"/subscriptions/{name}/events", KEY_B, params={"limit": "1000"})
     assert status == 200 and {e["record"]["tenant"] for e in page["events"]} == {"globex"}
+
+
+async def test_a_key_limited_to_topics_reads_only_those(stack: Stack, http: aiohttp.ClientSession) -> None:
+    orders = unique("orders")
+    await subscribe(http, stack, {"name": orders, "topic": "orders"})
+    everything = unique("all")
+    await subscribe(http, stack, {"name": everything})
+    games = await subscribe(http, stack, {"name": unique("games"), "topic": "gamification"}, KEY_LIMITED)
+    for method, path, body in [
+        ("POST", "/subscriptions", {"name": unique("x"), "topic": "orders"}),
+        ("POST", "/subscriptions", {"name": unique("x")}),
+        ("GET", f"/subscriptions/{orders}/events", None),
+        ("GET", f"/subscriptions/{everything}/stream", None),
+        ("GET", "/effects/stream", None),
+        ("GET", "/effects/stream?topic=orders", None),
+    ]:
+        status, answer = await call(http, stack, method, path, KEY_LIMITED, json=body)
+        assert (status, answer["error"]["code"], answer["error"]["field"]) == (403, "topic_forbidden", "topic"), path
+    status, listed = await call(http, stack, "GET", "/subscriptions", KEY_LIMITED)
+    names = {sub["name"] for sub in listed["subscriptions"]}
+    assert games["name"] in names and not {orders, everything} & names
+    status, page = await call(http, stack, "GET", f"/subscriptions/{games['name']}/events", KEY_LIMITED)
+    assert (status, page["events"]) == (200, [])
 
 
 async def test_requests_without_a_key_are_refused(stack: Stack, http: aiohttp.ClientSession) -> None:
