@@ -15,8 +15,17 @@ from app.delivery.reader import DecodedCache, StreamReader
 from app.delivery.registry import Registry
 from app.delivery.signature import new_secret
 from app.delivery.subscription import Filter, Subscription, parse_subscription
-from app.errors import Forbidden, NotFound, Unavailable, ValidationError
-from app.producer.server import CONTEXT, Context, authenticate, json_response, parse_json, read_body
+from app.errors import Forbidden, NotFound, RequestError, Unavailable, ValidationError
+from app.producer.server import (
+    CONTEXT,
+    Context,
+    Handler,
+    authenticate,
+    error_response,
+    json_response,
+    parse_json,
+    read_body,
+)
 from app.tenants import Principal
 
 STREAMS = web.AppKey("sse_streams", set[asyncio.Task[object]])
@@ -30,15 +39,31 @@ PULL_WAIT_S = 5.0  # a poll over a long backlog answers with what it has read by
 def add_routes(app: web.Application) -> None:
     app[STREAMS] = set()
     app[DECODED] = DecodedCache(app[CONTEXT].schemas)
-    app.router.add_post("/subscriptions", create)
-    app.router.add_get("/subscriptions", list_all)
-    app.router.add_get("/subscriptions/{name}", show)
-    app.router.add_delete("/subscriptions/{name}", delete)
-    app.router.add_get("/subscriptions/{name}/stream", stream)
-    app.router.add_get("/subscriptions/{name}/events", pull)
-    app.router.add_post("/subscriptions/{name}/replay", replay)
-    app.router.add_get("/effects/stream", effects_stream)
+    for method, path, handler in (
+        ("POST", "/subscriptions", create),
+        ("GET", "/subscriptions", list_all),
+        ("GET", "/subscriptions/{name}", show),
+        ("DELETE", "/subscriptions/{name}", delete),
+        ("GET", "/subscriptions/{name}/stream", stream),
+        ("GET", "/subscriptions/{name}/events", pull),
+        ("POST", "/subscriptions/{name}/replay", replay),
+        ("GET", "/effects/stream", effects_stream),
+    ):
+        app.router.add_route(method, path, _not_kept(handler))
     app.on_shutdown.append(_end_streams)
+
+
+def _not_kept(handler: Handler) -> Handler:
+    """Answer refusals here: the middleware would keep them on the dead-letter topic, which is for events."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except RequestError as exc:
+            challenge = {"WWW-Authenticate": 'Bearer realm="sluice"'} if exc.status == 401 else None
+            return error_response(exc.status, exc, challenge)
+
+    return handle
 
 
 def _registry(context: Context) -> Registry:

@@ -19,7 +19,7 @@ from app.delivery.signature import HEADER, verify
 from app.delivery.webhook import DELIVERY_HEADER
 from app.tenants import hash_key
 from tests.support.sse import SseEvent, open_stream
-from tests.support.stack import Stack, free_port, read_raw_until
+from tests.support.stack import Stack, free_port, read_raw_until, read_until
 
 pytestmark = pytest.mark.integration
 KEY_A, KEY_B = "sub_key_a", "sub_key_b"
@@ -253,6 +253,20 @@ async def test_a_key_limited_to_topics_reads_only_those(stack: Stack, http: aioh
     assert games["name"] in names and not {orders, everything} & names
     status, page = await call(http, stack, "GET", f"/subscriptions/{games['name']}/events", KEY_LIMITED)
     assert (status, page["events"]) == (200, [])
+
+
+async def test_refused_subscription_requests_are_not_dead_lettered(stack: Stack, http: aiohttp.ClientSession) -> None:
+    for method, path, body in [
+        ("GET", f"/subscriptions/{unique('none')}", None),
+        ("POST", "/subscriptions", {"name": "Bad Name"}),
+        ("GET", "/effects/stream?topic=nope", None),
+    ]:
+        assert (await call(http, stack, method, path, KEY_B, json=body))[0] in (400, 404)
+    # A refused event after them, on the same dead-letter partition (key: the tenant): once it is
+    # there, anything kept before it would be too.
+    assert (await call(http, stack, "POST", "/topics/orders/events", KEY_B, json={"nodata": 1}))[0] == 400
+    letters = await read_until(stack.bootstrap, stack.topic("dlq.globex"), lambda rs: len(rs) >= 1)
+    assert [letter["source"] for letter in letters] == ["POST /topics/{topic_slug}/events"]
 
 
 async def test_requests_without_a_key_are_refused(stack: Stack, http: aiohttp.ClientSession) -> None:
