@@ -9,7 +9,7 @@ INSTALLED := $(VENV)/.installed
 KAFKA_JARS := $(VENV)/.kafka-jars
 export SLUICE_API_KEYS ?= dev_key_123:dev
 
-.PHONY: run test lint unit integration bench-ingest bench-pipeline clean
+.PHONY: run test lint unit integration bench-ingest bench-pipeline bench-delivery clean
 
 run: $(INSTALLED) $(KAFKA_JARS)
 	$(BIN)/sluice up
@@ -32,6 +32,11 @@ bench-ingest: $(INSTALLED) $(KAFKA_JARS)
 # process: prints its events/s, then HTTP-accept-to-effect latency p50/p99 at a steady 1,000 events/s.
 bench-pipeline: $(INSTALLED) $(KAFKA_JARS)
 	$(BIN)/sluice bench pipeline
+
+# Starts its own broker (unless KAFKA_BOOTSTRAP_SERVERS), a producer and a webhook dispatcher: prints
+# SSE fan-out (10 streams x 20,000 effects) and webhook deliveries per second to a local receiver.
+bench-delivery: $(INSTALLED) $(KAFKA_JARS)
+	$(BIN)/sluice bench delivery --events 20000 --subscribers 10
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check app tests

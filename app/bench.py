@@ -3,6 +3,7 @@
 `sluice bench ingest`: load the batch endpoints and compare with a bare producer.
 `sluice bench pipeline`: one worker's throughput over a pre-loaded topic, then end-to-end latency
 (HTTP accept to effect) at a steady rate.
+`sluice bench delivery`: SSE fan-out of effects to many subscribers, and webhook delivery throughput.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from app.batches import MAX_BATCH_BYTES
@@ -623,3 +625,128 @@ async def bench_pipeline(settings: Settings, events: int, rate: float, seconds: 
         f"{_ms(steady.response_s, 0.5):>8.1f}{_ms(steady.response_s, 0.99):>8.1f}{max(steady.response_s) * 1000:>8.1f}"
     )
     return 0
+
+
+def effect_records(schema: Schema, count: int, tenant: str, prefix: str) -> list[tuple[bytes, bytes]]:
+    """`count` realistic effects of `tenant` (5,000 users), encoded, as the worker writes them."""
+    now = datetime.now(UTC)
+    records = []
+    for n in range(count):
+        user = f"user_{n % 5000}"
+        record = {
+            "event_id": f"{prefix}_{n}",
+            "tenant": tenant,
+            "topic": "orders",
+            "user_id": user,
+            "event_type": "order_placed",
+            "occurred_at": now,
+            "rules_version": "0" * 12,
+            "rules_fired": ["count-orders", "coins-per-order"],
+            "changes": {"coins": 10, "counters": {"orders": 1}},
+            "totals": {"coins": 10 * (n // 5000 + 1), "counters": {"orders": n // 5000 + 1}},
+        }
+        records.append((f"{tenant}:{user}".encode(), schema.encode(record)))
+    return records
+
+
+async def _count_sse(response: aiohttp.ClientResponse, counts: list[int], index: int) -> None:
+    """Count the events of a stream; the pattern cannot hide in the 6 bytes kept from the last chunk."""
+    tail = b""
+    async for chunk in response.content.iter_any():
+        window = tail + chunk
+        counts[index] += window.count(b"\ndata: ")
+        tail = window[-6:]
+
+
+async def bench_delivery(settings: Settings, events: int, subscribers: int) -> int:
+    """SSE fan-out: `subscribers` streams of the same effects. Webhooks: one subscription to a local receiver."""
+    schemas = SchemaSet.load(settings.schemas_dir)
+    with tempfile.TemporaryDirectory(prefix="sluice-bench-") as tmp:
+        workdir = Path(tmp)
+        async with running_stack(settings, workdir) as (url, bootstrap, bench_settings):
+            topology = Topology.of(bench_settings, Catalog.load(settings.topics_dir))
+            print(
+                f"sluice bench delivery: {os.cpu_count()} cores, broker {bootstrap}, namespace "
+                f"{bench_settings.namespace}, {topology.partitions} partitions, {events:,} effects per phase",
+                flush=True,
+            )
+            headers = {"X-API-Key": BENCH_KEY}
+            counts = [0] * subscribers
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None)) as http:
+                streams = []
+                for _ in range(subscribers):
+                    response = await http.get(url + "/effects/stream", headers=headers)
+                    await response.content.readline()  # positioned: nothing produced from now is missed
+                    streams.append(response)
+                readers = [asyncio.create_task(_count_sse(r, counts, i)) for i, r in enumerate(streams)]
+                records = effect_records(schemas["effect"], events, "bench", "sse")
+                start = time.perf_counter()
+                await drive_bare_producer(bootstrap, topology.effects, records, 5000, schemas)
+                await _until(
+                    lambda: min(counts) >= events, 300, lambda: f"SSE: {sum(counts):,} of {events * subscribers:,}"
+                )
+                sse_s = time.perf_counter() - start
+                for task in readers:
+                    task.cancel()
+                for response in streams:
+                    response.close()
+
+                received: dict[str, float] = {}
+
+                async def hook(request: web.Request) -> web.Response:
+                    received.setdefault(request.headers["Sluice-Delivery-Id"], time.perf_counter())
+                    await request.read()
+                    return web.Response(status=204)
+
+                app = web.Application()
+                app.router.add_post("/hook", hook)
+                runner = web.AppRunner(app, access_log=None)
+                await runner.setup()
+                port = _free_port()
+                await web.TCPSite(runner, "127.0.0.1", port).start()
+                env = {
+                    **os.environ,
+                    "SLUICE_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+                    "SLUICE_NAMESPACE": bench_settings.namespace,
+                }
+                try:
+                    async with sluice_process(
+                        "deliver", {**env, "SLUICE_LOG_LEVEL": "warning"}, workdir / "deliver.log"
+                    ):
+                        body = {"name": "bench-hook", "url": f"http://127.0.0.1:{port}/hook"}
+                        async with http.post(url + "/subscriptions", json=body, headers=headers) as answer:
+                            assert answer.status == 201, await answer.text()
+                        warm = effect_records(schemas["effect"], 1, "bench", "warm")
+                        await drive_bare_producer(bootstrap, topology.effects, warm, 1, schemas)
+                        await _until(lambda: len(received) >= 1, 120, lambda: "the dispatcher's first delivery")
+                        records = effect_records(schemas["effect"], events, "bench", "hook")
+                        start = time.perf_counter()
+                        await drive_bare_producer(bootstrap, topology.effects, records, 5000, schemas)
+                        await _until(
+                            lambda: len(received) >= events + 1,
+                            600,
+                            lambda: f"webhooks: {len(received) - 1:,} of {events:,}",
+                        )
+                        hook_s = max(received.values()) - start
+                finally:
+                    await runner.cleanup()
+
+    print(f"{'phase':<44}{'deliveries':>11}{'seconds':>9}{'per second':>12}")
+    total = events * subscribers
+    fan_out = f"SSE fan-out: {subscribers} subscribers x {events:,} effects"
+    print(f"{fan_out:<44}{total:>11,}{sse_s:>9.2f}{total / sse_s:>12,.0f}")
+    print(f"{'  per subscriber (events/s)':<44}{events:>11,}{sse_s:>9.2f}{events / sse_s:>12,.0f}")
+    print(f"{'webhooks: one subscription, local receiver':<44}{events:>11,}{hook_s:>9.2f}{events / hook_s:>12,.0f}")
+    return 0
+
+
+async def _until(done: Callable[[], bool], timeout: float, progress: Callable[[], str]) -> None:
+    deadline = time.perf_counter() + timeout
+    last_print = time.perf_counter()
+    while not done():
+        if time.perf_counter() > deadline:
+            raise RuntimeError(f"not done after {timeout:.0f} s: {progress()}")
+        if time.perf_counter() - last_print > 10:
+            print(f"    {progress()}", flush=True)
+            last_print = time.perf_counter()
+        await asyncio.sleep(0.02)

@@ -1,4 +1,4 @@
-"""The `sluice` command line: up | kafka | producer | worker | tail | simulate | bench | hash-key."""
+"""The `sluice` command line: up | kafka | producer | worker | deliver | replay | tail | simulate | bench | hash-key."""
 
 from __future__ import annotations
 
@@ -30,19 +30,24 @@ def _parser() -> argparse.ArgumentParser:
     producer.add_argument("--serve-one", action="store_true", help=argparse.SUPPRESS)
     worker = commands.add_parser("worker", help="run a Faust worker")
     worker.add_argument("--port", type=int, help="web port (SLUICE_WORKER_PORT, default 6066)")
+    commands.add_parser("deliver", help="push matching records to webhook subscriptions")
+    replay = commands.add_parser("replay", help="send a webhook subscription's parked deliveries again")
+    replay.add_argument("tenant")
+    replay.add_argument("subscription", help="subscription name")
     tail = commands.add_parser("tail", help="print decoded records of a stream as JSON lines")
     tail.add_argument("stream", help="'effects', 'dlq.<tenant>', 'dlq' (the worker's) or a topic slug")
     tail.add_argument("--from-beginning", action="store_true", help="start at the oldest record")
     tail.add_argument("--max", type=int, help="exit after this many records")
     tail.add_argument("--timeout", type=float, help="exit after this many seconds without a record")
-    bench = commands.add_parser("bench", help="benchmarks: `sluice bench ingest`, `sluice bench pipeline`")
-    bench.add_argument("what", choices=["ingest", "pipeline"])
+    bench = commands.add_parser("bench", help="benchmarks: `sluice bench ingest|pipeline|delivery`")
+    bench.add_argument("what", choices=["ingest", "pipeline", "delivery"])
     bench.add_argument("--events", type=int, default=100_000, help="events per endpoint; pipeline: pre-loaded events")
     bench.add_argument("--batch", type=int, default=500, help="events per request")
     bench.add_argument("--connections", type=int, default=8, help="concurrent keep-alive connections")
     bench.add_argument("--endpoints", default="usage,analytics,segment", help="usage, analytics, segment")
     bench.add_argument("--rate", type=float, default=1000, help="pipeline: steady events/s of the latency phase")
     bench.add_argument("--seconds", type=float, default=20, help="pipeline: length of the latency phase")
+    bench.add_argument("--subscribers", type=int, default=10, help="delivery: concurrent SSE streams")
     simulate = commands.add_parser("simulate", help="run events through a topic's rules; writes nothing")
     simulate.add_argument("topic", help="topic slug")
     simulate.add_argument("events", type=Path, help='JSON file of [{"type", "data", "occurred_at"}, ...]; - for stdin')
@@ -114,13 +119,23 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         if args.port:
             settings = settings.replace(worker_port=args.port)
         return run(settings)
+    if args.command == "deliver":
+        from app.delivery.dispatcher import run as deliver
+
+        return asyncio.run(deliver(settings))
+    if args.command == "replay":
+        from app.delivery.dispatcher import replay_command
+
+        return asyncio.run(replay_command(settings, args.tenant, args.subscription))
     if args.command == "tail":
         from app.tail import tail
 
         return asyncio.run(tail(settings, args.stream, args.from_beginning, args.max, args.timeout))
     if args.command == "bench":
-        from app.bench import bench_ingest, bench_pipeline
+        from app.bench import bench_delivery, bench_ingest, bench_pipeline
 
+        if args.what == "delivery":
+            return asyncio.run(bench_delivery(settings, args.events, args.subscribers))
         if args.what == "pipeline":
             return asyncio.run(bench_pipeline(settings, args.events, args.rate, args.seconds))
         endpoints = [name.strip() for name in args.endpoints.split(",") if name.strip()]

@@ -89,6 +89,13 @@ class NotFound(RequestError):
     code = "not_found"
 
 
+class Conflict(RequestError):
+    """The request clashes with what exists, such as a name already taken."""
+
+    status = 409
+    code = "conflict"
+
+
 class Unavailable(SluiceError):
     """Kafka did not acknowledge in time; the client should retry (503)."""
 

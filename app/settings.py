@@ -64,6 +64,12 @@ class Settings:
     effect_timeout_s: float = _setting(5.0, "How long the gamification endpoints wait for effects before a 202.")
     dedupe_window_s: int = _setting(7 * 24 * 3600, "How long an event id is remembered for deduplication.")
     log_level: str = _setting("info", "debug, info, warning or error.")
+    webhook_timeout_s: float = _setting(5.0, "How long one webhook POST may take before it counts as failed.")
+    webhook_retry_s: float = _setting(
+        3600.0, "How long a failing webhook delivery is retried before it is parked on the dead-letter topic."
+    )
+    webhook_backoff_base_s: float = _setting(0.5, "Longest wait before the first webhook retry; doubles each time.")
+    webhook_backoff_max_s: float = _setting(60.0, "Longest wait between two webhook retries.")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

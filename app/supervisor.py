@@ -85,7 +85,11 @@ async def up(settings: Settings) -> int:
         exited.cancel()
     env["SLUICE_KAFKA_BOOTSTRAP_SERVERS"] = settings.bootstrap
 
-    children = {"producer": await _spawn("producer", env), "worker": await _spawn("worker", env)}
+    children = {
+        "producer": await _spawn("producer", env),
+        "worker": await _spawn("worker", env),
+        "deliver": await _spawn("deliver", env),
+    }
     _banner(settings)
     waits = {asyncio.ensure_future(p.wait()): name for name, p in children.items()}
     stopper = asyncio.ensure_future(stop.wait())

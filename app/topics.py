@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -10,12 +12,13 @@ from typing import Any
 
 import yaml
 
-from app.errors import ConfigError
+from app.delivery.subscription import Subscription, parse_subscription
+from app.errors import ConfigError, ValidationError
 from app.rules import Rule, parse_rules, rules_version
 
 SLUG = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 KAFKA_NAME = re.compile(r"[A-Za-z0-9._-]{1,200}")
-KNOWN_KEYS = {"description", "kafka_topic", "endpoint", "audiences", "rules"}
+KNOWN_KEYS = {"description", "kafka_topic", "endpoint", "audiences", "rules", "subscriptions"}
 # Dialect endpoints without a topic in their path; a topic file claims one with `endpoint:`.
 ENDPOINTS = ("usage", "analytics", "gamification", "segment")
 AUDIENCE = re.compile(r"[a-z][a-z0-9_]{0,31}")
@@ -31,6 +34,8 @@ class TopicSpec:
     endpoint: str | None = None
     # audience -> event types registered for it; empty means any audience and any type.
     audiences: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    # Declared subscriptions to this topic's events or effects, each for one tenant.
+    subscriptions: tuple[Subscription, ...] = ()
 
 
 class Catalog(Mapping[str, TopicSpec]):
@@ -73,7 +78,21 @@ class Catalog(Mapping[str, TopicSpec]):
                     f"{folder}: topics {other!r} and {spec.slug!r} both claim endpoint {spec.endpoint!r}",
                     field="endpoint",
                 )
+        declared: dict[str, str] = {}
+        for spec in specs:
+            for sub in spec.subscriptions:
+                other = declared.setdefault(sub.key, spec.slug)
+                if other != spec.slug or sum(s.key == sub.key for s in spec.subscriptions) > 1:
+                    raise ConfigError(
+                        f"{folder}: subscription {sub.name!r} of tenant {sub.tenant!r} is declared twice",
+                        field="subscriptions",
+                    )
         return cls({spec.slug: spec for spec in specs})
+
+    @property
+    def subscriptions(self) -> tuple[Subscription, ...]:
+        """Every subscription the topic files declare."""
+        return tuple(sub for spec in self._specs.values() for sub in spec.subscriptions)
 
     def for_endpoint(self, endpoint: str) -> TopicSpec | None:
         """The topic a slug-less dialect endpoint writes to, if a topic file claims it."""
@@ -117,7 +136,44 @@ def load_topic(path: Path) -> TopicSpec:
         description=description,
         rules=parse_rules(raw.get("rules"), source=str(path)),
         rules_version=rules_version(raw.get("rules") or []),
+        subscriptions=_parse_subscriptions(raw.get("subscriptions"), slug, path),
     )
+
+
+def _parse_subscriptions(raw: Any, slug: str, path: Path) -> tuple[Subscription, ...]:
+    """`subscriptions: [{tenant, name, stream?, filter?, url?, secret_env?}]`; the topic is this file's."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise ConfigError(f"{path}: 'subscriptions' must be a list", field="subscriptions")
+    subscriptions: list[Subscription] = []
+    for index, entry in enumerate(raw):
+        where = f"subscriptions[{index}]."
+        body = dict(entry) if isinstance(entry, dict) else entry
+        tenant = body.pop("tenant", None) if isinstance(body, dict) else None
+        secret_env = body.pop("secret_env", None) if isinstance(body, dict) else None
+        if not isinstance(tenant, str) or not tenant:
+            raise ConfigError(f"{path}: {where}tenant: is required", field=where + "tenant")
+        secret = None
+        if isinstance(body, dict) and "url" in body:
+            secret = os.environ.get(secret_env) if isinstance(secret_env, str) else None
+            if not secret:
+                raise ConfigError(
+                    f"{path}: {where}secret_env: must name a set environment variable holding the webhook secret",
+                    field=where + "secret_env",
+                )
+        try:
+            sub = parse_subscription(
+                {"topic": slug, **body} if isinstance(body, dict) else body,
+                tenant=tenant,
+                topics=frozenset({slug}),
+                secret=secret,
+                path=where,
+            )
+        except ValidationError as exc:
+            raise ConfigError(f"{path}: {exc.field}: {exc.message}", field=exc.field) from None
+        subscriptions.append(dataclasses.replace(sub, declared=True))
+    return tuple(subscriptions)
 
 
 def _parse_audiences(raw: Any, path: Path) -> dict[str, frozenset[str]]:

@@ -24,6 +24,10 @@ REPLIES = "replies"
 # cannot attribute to a tenant (records it cannot decode).
 DEAD_LETTERS = "dlq"
 TOPIC_ALREADY_EXISTS = 36
+# Subscriptions created over HTTP (compacted, key tenant:name); `parked.<tenant>.<name>` holds a
+# webhook subscription's deliveries that failed for good, until an operator replays them.
+SUBSCRIPTIONS = "subscriptions"
+PARKED = "parked"
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +56,13 @@ class Topology:
 
     def tenant_dead_letters(self, tenant: str) -> str:
         return f"{self.dead_letters}.{tenant}"
+
+    @property
+    def subscriptions(self) -> str:
+        return self.effects.removesuffix(EFFECTS) + SUBSCRIPTIONS
+
+    def parked(self, tenant: str, subscription: str) -> str:
+        return self.effects.removesuffix(EFFECTS) + f"{PARKED}.{tenant}.{subscription}"
 
     @property
     def all_topics(self) -> list[str]:
@@ -116,3 +127,19 @@ async def _describe_when_ready(admin: AIOKafkaAdminClient, topics: list[str], ti
         if asyncio.get_running_loop().time() > deadline:
             return described
         await asyncio.sleep(0.1)
+
+
+async def ensure_topic(
+    bootstrap: str, name: str, partitions: int, replication_factor: int, config: dict[str, str] | None = None
+) -> None:
+    """Create one topic if it is missing (with topic `config`, such as compaction)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="sluice-admin")
+    await admin.start()
+    try:
+        response = await admin.create_topics([NewTopic(name, partitions, replication_factor, topic_configs=config)])
+        for result in response.to_object()["topic_errors"]:
+            if result["error_code"] not in (0, TOPIC_ALREADY_EXISTS):
+                raise ConfigError(f"cannot create Kafka topic {name}: {result['error_message']}", field=result["topic"])
+        await _describe_when_ready(admin, [name])
+    finally:
+        await admin.close()

@@ -24,7 +24,7 @@ DOCKERFILE = REPO / "Dockerfile"
 # safe_load resolves anchors, aliases and `<<` merge keys, as Compose does.
 COMPOSE: dict[str, Any] = yaml.safe_load((REPO / "docker-compose.yml").read_text())
 SERVICES: dict[str, Any] = COMPOSE["services"]
-SLUICE_SERVICES = {"producer": "producer", "worker": "worker"}  # service -> `sluice` command
+SLUICE_SERVICES = {"producer": "producer", "worker": "worker", "deliver": "deliver"}  # service -> `sluice` command
 # Compose interpolates ${NAME}, ${NAME:-default}, ... and $NAME; `$$` is a literal dollar.
 SUBSTITUTION = re.compile(r"\$(?:\{[^}]*\}|[A-Za-z_][A-Za-z0-9_]*)")
 

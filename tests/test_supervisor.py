@@ -37,7 +37,7 @@ async def test_up_serves_and_stops_all_children_on_sigterm(kafka_bootstrap: str,
     try:
         await wait_for_health(stack.url, up.running, up.log_tail)
         children = children_of(up.process.pid)
-        assert len(children) == 2, children  # producer and worker; no local broker was started
+        assert len(children) == 3, children  # producer, worker and deliver; no local broker was started
         assert "API key   up_key  (tenant dev)" in up.log_tail(100)
 
         up.process.send_signal(signal.SIGTERM)

@@ -73,3 +73,47 @@ def test_empty_or_missing_folder_is_an_error(tmp_path: Path) -> None:
         Catalog.load(tmp_path)
     with pytest.raises(ConfigError, match="not found"):
         Catalog.load(tmp_path / "missing")
+
+
+def test_a_topic_file_declares_subscriptions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOOK_SECRET", "whsec_test")
+    text = (
+        "subscriptions:\n"
+        "  - {tenant: acme, name: coins, filter: {effect_kinds: [coins]}}\n"
+        "  - {tenant: acme, name: raw, stream: events, url: 'http://127.0.0.1:9/h', secret_env: HOOK_SECRET}\n"
+    )
+    spec = load_topic(write(tmp_path, "orders.yaml", text))
+    coins, raw = spec.subscriptions
+    assert (coins.key, coins.stream, coins.topic, coins.declared, coins.url) == (
+        "acme:coins",
+        "effects",
+        "orders",
+        True,
+        None,
+    )
+    assert (raw.stream, raw.topic, raw.url, raw.secret) == ("events", "orders", "http://127.0.0.1:9/h", "whsec_test")
+    assert Catalog.load(tmp_path).subscriptions == spec.subscriptions
+
+
+@pytest.mark.parametrize(
+    ("entry", "field"),
+    [
+        ("{name: a}", "subscriptions[0].tenant"),
+        ("{tenant: acme, name: a, url: 'http://x/'}", "subscriptions[0].secret_env"),
+        ("{tenant: acme, name: a, url: 'http://x/', secret_env: NOT_SET_ANYWHERE}", "subscriptions[0].secret_env"),
+        ("{tenant: acme, name: a, filter: {effect_kinds: [gold]}}", "subscriptions[0].filter.effect_kinds"),
+        ("{tenant: acme, name: A}", "subscriptions[0].name"),
+    ],
+)
+def test_a_bad_declared_subscription_stops_start_up_naming_the_field(tmp_path: Path, entry: str, field: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_topic(write(tmp_path, "orders.yaml", f"subscriptions:\n  - {entry}\n"))
+    assert caught.value.field == field
+    assert "orders.yaml" in caught.value.message
+
+
+def test_a_subscription_declared_twice_is_refused(tmp_path: Path) -> None:
+    write(tmp_path, "a.yaml", "subscriptions: [{tenant: acme, name: s}]\n")
+    write(tmp_path, "b.yaml", "subscriptions: [{tenant: acme, name: s}]\n")
+    with pytest.raises(ConfigError, match="declared twice"):
+        Catalog.load(tmp_path)

@@ -189,6 +189,63 @@ OPERATIONS: dict[tuple[str, str], Json] = {
     },
 }
 
+NAME = {"name": "name", "in": "path", "required": True, "schema": STRING}
+SUBSCRIPTION = _obj(
+    ["name"],
+    {
+        "name": STRING,
+        "stream": {"enum": ["effects", "events"]},
+        "topic": STRING,
+        "filter": _obj(
+            [],
+            {
+                "event_types": {"type": "array", "items": STRING},
+                "users": {"type": "array", "items": STRING},
+                "effect_kinds": {"type": "array", "items": STRING},
+            },
+        ),
+        "url": {"type": "string", "format": "uri"},
+    },
+)
+SSE = "text/event-stream; each event's id is a cursor; send it back as Last-Event-ID to resume"
+OPERATIONS |= {
+    ("POST", "/subscriptions"): _op(
+        "Create a subscription (a webhook one answers its signing secret, once)", SUBSCRIPTION, ("201", "created")
+    ),
+    ("GET", "/subscriptions"): _op("The tenant's subscriptions", None, ("200", '{"subscriptions": [...]}')),
+    ("GET", "/subscriptions/{name}"): {
+        **_op("One subscription", None, ("200", "the subscription")),
+        "parameters": [NAME],
+    },
+    ("DELETE", "/subscriptions/{name}"): {
+        **_op("Delete a subscription", None, ("204", "deleted")),
+        "parameters": [NAME],
+    },
+    ("GET", "/subscriptions/{name}/stream"): {
+        **_op("Stream matching records", None, ("200", SSE)),
+        "parameters": [NAME],
+    },
+    ("GET", "/subscriptions/{name}/events"): {
+        **_op("Poll matching records after a cursor", None, ("200", '{"events": [...], "cursor"}')),
+        "parameters": [
+            NAME,
+            {"name": "after", "in": "query", "schema": STRING},
+            {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
+        ],
+    },
+    ("POST", "/subscriptions/{name}/replay"): {
+        **_op("Deliver a webhook subscription's parked records again", None, ("200", '{"replayed", "parked"}')),
+        "parameters": [NAME],
+    },
+    ("GET", "/effects/stream"): {
+        **_op("Stream the tenant's effects", None, ("200", SSE)),
+        "parameters": [
+            {"name": "user", "in": "query", "schema": STRING},
+            {"name": "topic", "in": "query", "schema": STRING},
+        ],
+    },
+}
+
 
 def routes(router: web.UrlDispatcher) -> list[tuple[str, str]]:
     """(method, path) of every route the app serves, HEAD aside."""

@@ -12,6 +12,7 @@ import orjson
 from aiohttp import web
 
 from app.dead_letter import DeadLetter
+from app.delivery.registry import Registry
 from app.dialects import analytics, cloudevents, gamification, pubsub, segment, usage
 from app.dialects.base import Dialect, Parsed, Request
 from app.envelope import utcnow
@@ -69,6 +70,7 @@ class Context:
     keyring: KeyRing
     publisher: Publisher
     replies: Replies | None = None  # absent: dialects that reply answer 202 at once
+    registry: Registry | None = None  # absent: no subscription endpoints work
 
 
 CONTEXT = web.AppKey("context", Context)
@@ -257,6 +259,9 @@ def create_app(settings: Settings, context: Context) -> web.Application:
     app.router.add_post("/rules/simulate", simulate_rules)
     app.router.add_get("/health", health)
     app.router.add_get("/openapi.json", openapi_document)
+    from app.producer import subscriptions  # it builds on this module's helpers
+
+    subscriptions.add_routes(app)
     return app
 
 
@@ -278,7 +283,9 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None, stop:
     ) as publisher:
         replies = Replies(settings.bootstrap, [topology.effects, topology.replies], topology.partitions, schemas)
         await replies.start()
-        context = Context(settings, catalog, topology, schemas, keyring, publisher, replies)
+        registry = Registry.of(settings, topology, schemas, catalog)
+        await registry.start()
+        context = Context(settings, catalog, topology, schemas, keyring, publisher, replies, registry)
         runner = web.AppRunner(create_app(settings, context), access_log=None)
         await runner.setup()
         # Several producer processes share one port; a lone one binds plainly, so a second
@@ -295,3 +302,4 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None, stop:
         finally:
             await runner.cleanup()
             await replies.stop()
+            await registry.stop()

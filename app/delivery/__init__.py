@@ -1,0 +1,1 @@
+"""Delivery to subscribers: subscriptions, cursors, signatures, backoff (pure); store, streams, webhooks (Kafka)."""

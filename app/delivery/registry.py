@@ -1,0 +1,160 @@
+"""Every subscription, in memory in each process: declared ones from topic files, the rest from Kafka."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from collections.abc import Iterable
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
+
+from app.delivery.subscription import Subscription
+from app.errors import Conflict, NotFound, SchemaError, Unavailable
+from app.schemas import Schema, SchemaSet
+from app.settings import Settings
+from app.topics import Catalog
+from app.topology import Topology, ensure_topic
+
+log = logging.getLogger(__name__)
+
+
+class Registry:
+    """Follows the compacted subscriptions topic (key `tenant:name`, a tombstone deletes).
+
+    Every server and dispatcher process reads the whole topic at start and then follows
+    it, so a subscription created on one process is seen by all. Writes wait until this
+    process has read them back: a client that created a subscription can use it at once.
+    """
+
+    def __init__(
+        self, bootstrap: str, topic: str, schema: Schema, declared: Iterable[Subscription], replication_factor: int = 1
+    ) -> None:
+        self._bootstrap = bootstrap
+        self._topic = topic
+        self._partition = TopicPartition(topic, 0)
+        self._schema = schema
+        self._replication_factor = replication_factor
+        self._declared = {sub.key: sub for sub in declared}
+        self._created: dict[str, Subscription] = {}
+        self._position = 0
+        self._advanced = asyncio.Condition()
+        self._consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        self._producer: AIOKafkaProducer | None = None
+        self._reader: asyncio.Task[None] | None = None
+
+    @classmethod
+    def of(cls, settings: Settings, topology: Topology, schemas: SchemaSet, catalog: Catalog) -> Registry:
+        return cls(
+            settings.bootstrap,
+            topology.subscriptions,
+            schemas["subscription"],
+            catalog.subscriptions,
+            settings.replication_factor,
+        )
+
+    async def start(self) -> None:
+        # One partition: a total order of changes, and the topic is small.
+        await ensure_topic(self._bootstrap, self._topic, 1, self._replication_factor, {"cleanup.policy": "compact"})
+        await self._consumer.start()
+        self._consumer.assign([self._partition])
+        await self._consumer.seek_to_beginning(self._partition)
+        self._reader = asyncio.create_task(self._read(), name="sluice-subscriptions")
+        await self.sync()
+
+    async def stop(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        await self._consumer.stop()
+        if self._producer is not None:
+            await self._producer.stop()
+
+    async def sync(self, timeout: float = 10.0) -> None:
+        """Wait until every change written so far anywhere is applied here."""
+        try:
+            end = (await self._consumer.end_offsets([self._partition]))[self._partition]
+        except KafkaError as exc:
+            raise Unavailable(f"cannot read subscriptions from Kafka ({exc}); retry later") from exc
+        await self._reach(end, timeout)
+
+    def get(self, tenant: str, name: str) -> Subscription | None:
+        key = f"{tenant}:{name}"
+        return self._declared.get(key) or self._created.get(key)
+
+    def of_tenant(self, tenant: str) -> list[Subscription]:
+        subs = {**self._created, **self._declared}
+        return sorted((sub for sub in subs.values() if sub.tenant == tenant), key=lambda sub: sub.name)
+
+    def webhooks(self) -> list[Subscription]:
+        return [sub for sub in {**self._created, **self._declared}.values() if sub.url is not None]
+
+    async def create(self, subscription: Subscription) -> None:
+        if self.get(subscription.tenant, subscription.name) is not None:
+            raise Conflict(f"subscription {subscription.name!r} exists", field="name", code="subscription_exists")
+        await self._write(subscription.key, self._schema.encode(subscription.to_record()))
+
+    async def delete(self, tenant: str, name: str) -> None:
+        sub = self.get(tenant, name)
+        if sub is None:
+            raise NotFound(f"no subscription named {name!r}", field="name", code="subscription_not_found")
+        if sub.declared:
+            raise Conflict(
+                f"subscription {name!r} is declared in a topic file; remove it there",
+                field="name",
+                code="subscription_declared",
+            )
+        await self._write(sub.key, None)
+
+    async def _write(self, key: str, value: bytes | None) -> None:
+        if self._producer is None:
+            self._producer = AIOKafkaProducer(bootstrap_servers=self._bootstrap, acks="all", enable_idempotence=True)
+            await self._producer.start()
+        try:
+            written = await self._producer.send_and_wait(self._topic, value, key=key.encode(), partition=0)
+        except Exception as exc:  # any Kafka failure: the client may retry
+            raise Unavailable("Kafka did not acknowledge the subscription change; retry later") from exc
+        await self._reach(written.offset + 1, 10.0)
+
+    async def _reach(self, position: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        async with self._advanced:
+            while self._position < position:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise Unavailable("subscriptions are not read back from Kafka in time; retry later")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._advanced.wait(), left)
+
+    async def _read(self) -> None:
+        while True:
+            try:
+                await self._read_some()
+            except KafkaError as exc:
+                # Keep following; meanwhile sync() times out and callers answer 503.
+                log.warning("reading subscriptions failed (%r); retrying", exc)
+                await asyncio.sleep(1)
+
+    async def _read_some(self) -> None:
+        while True:
+            batch = await self._consumer.getmany(self._partition, timeout_ms=500)
+            for message in batch.get(self._partition, []):
+                self._apply(message.key.decode(), message.value, message.timestamp)
+            position = await self._consumer.position(self._partition)
+            async with self._advanced:
+                self._position = position
+                self._advanced.notify_all()
+
+    def _apply(self, key: str, value: bytes | None, timestamp: int) -> None:
+        if value is None:
+            self._created.pop(key, None)
+            return
+        try:
+            sub = Subscription.from_record(self._schema.decode(value))
+            self._created[key] = dataclasses.replace(sub, created_ms=timestamp)
+        except SchemaError:
+            log.warning("undecodable subscription %s skipped", key)

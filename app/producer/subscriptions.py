@@ -1,0 +1,280 @@
+"""HTTP routes of subscriptions: create, list, get, delete; SSE streams, polling, replay of parked deliveries."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from aiohttp import web
+from aiokafka.errors import KafkaError
+from orjson import Fragment
+
+from app.delivery import cursor
+from app.delivery.parking import replay_parked
+from app.delivery.reader import DecodedCache, StreamReader
+from app.delivery.registry import Registry
+from app.delivery.signature import new_secret
+from app.delivery.subscription import Filter, Subscription, parse_subscription
+from app.errors import Forbidden, NotFound, RequestError, Unavailable, ValidationError
+from app.producer.server import (
+    CONTEXT,
+    Context,
+    Handler,
+    authenticate,
+    error_response,
+    json_response,
+    parse_json,
+    read_body,
+)
+from app.tenants import Principal
+
+STREAMS = web.AppKey("sse_streams", set[asyncio.Task[object]])
+DECODED = web.AppKey("decoded", DecodedCache)
+KEEPALIVE_S = 10.0
+PULL_LIMIT = 100
+PULL_MAX_LIMIT = 1000
+PULL_WAIT_S = 5.0  # a poll over a long backlog answers with what it has read by then, and its cursor
+
+
+def add_routes(app: web.Application) -> None:
+    app[STREAMS] = set()
+    app[DECODED] = DecodedCache(app[CONTEXT].schemas)
+    for method, path, handler in (
+        ("POST", "/subscriptions", create),
+        ("GET", "/subscriptions", list_all),
+        ("GET", "/subscriptions/{name}", show),
+        ("DELETE", "/subscriptions/{name}", delete),
+        ("GET", "/subscriptions/{name}/stream", stream),
+        ("GET", "/subscriptions/{name}/events", pull),
+        ("POST", "/subscriptions/{name}/replay", replay),
+        ("GET", "/effects/stream", effects_stream),
+    ):
+        app.router.add_route(method, path, _not_kept(handler))
+    app.on_shutdown.append(_end_streams)
+
+
+def _not_kept(handler: Handler) -> Handler:
+    """Answer refusals here: the middleware would keep them on the dead-letter topic, which is for events."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except RequestError as exc:
+            challenge = {"WWW-Authenticate": 'Bearer realm="sluice"'} if exc.status == 401 else None
+            return error_response(exc.status, exc, challenge)
+
+    return handle
+
+
+def _registry(context: Context) -> Registry:
+    if context.registry is None:
+        raise Unavailable("subscriptions are not available in this process")
+    return context.registry
+
+
+def _check_topic(principal: Principal, topic: str | None) -> None:
+    """A key limited to topics reads only those, so it must name one of them."""
+    if principal.topics is None:
+        return
+    if topic is None:
+        raise Forbidden(
+            f"this API key is limited to topics {', '.join(sorted(principal.topics))}; name one",
+            field="topic",
+            code="topic_forbidden",
+        )
+    if topic not in principal.topics:
+        raise Forbidden(f"this API key may not read topic {topic!r}", field="topic", code="topic_forbidden")
+
+
+def _readable(principal: Principal, sub: Subscription) -> bool:
+    return principal.topics is None or sub.topic in principal.topics
+
+
+async def _find(context: Context, principal: Principal, name: str) -> Subscription:
+    """The tenant's subscription; another tenant's is as absent as one never made."""
+    tenant = principal.tenant
+    registry = _registry(context)
+    sub = registry.get(tenant, name)
+    if sub is None:
+        await registry.sync()  # it may be new, made through another process
+        sub = registry.get(tenant, name)
+    if sub is None:
+        raise NotFound(f"no subscription named {name!r}", field="name", code="subscription_not_found")
+    _check_topic(principal, sub.topic)
+    return sub
+
+
+async def create(request: web.Request) -> web.Response:
+    context = request.app[CONTEXT]
+    principal = authenticate(request)
+    body = parse_json(request, await read_body(request, context.settings.max_body_bytes))
+    sub = parse_subscription(body, tenant=principal.tenant, topics=frozenset(context.catalog), secret=new_secret())
+    _check_topic(principal, sub.topic)
+    await _registry(context).create(sub)
+    shown = sub.public()
+    if sub.secret is not None:
+        shown["secret"] = sub.secret  # shown this once; the dispatcher signs with it
+    return json_response(201, shown, {"Location": f"/subscriptions/{sub.name}"})
+
+
+async def list_all(request: web.Request) -> web.Response:
+    context = request.app[CONTEXT]
+    principal = authenticate(request)
+    registry = _registry(context)
+    await registry.sync()
+    subs = [sub.public() for sub in registry.of_tenant(principal.tenant) if _readable(principal, sub)]
+    return json_response(200, {"subscriptions": subs})
+
+
+async def show(request: web.Request) -> web.Response:
+    context = request.app[CONTEXT]
+    principal = authenticate(request)
+    return json_response(200, (await _find(context, principal, request.match_info["name"])).public())
+
+
+async def delete(request: web.Request) -> web.Response:
+    context = request.app[CONTEXT]
+    principal = authenticate(request)
+    sub = await _find(context, principal, request.match_info["name"])
+    await _registry(context).delete(sub.tenant, sub.name)
+    return web.Response(status=204)
+
+
+async def replay(request: web.Request) -> web.Response:
+    """POST /subscriptions/{name}/replay: send the parked deliveries again; the first failure stops it."""
+    context = request.app[CONTEXT]
+    principal = authenticate(request)
+    sub = await _find(context, principal, request.match_info["name"])
+    if sub.url is None:
+        raise ValidationError("not a webhook subscription: nothing is ever parked", field="name", code="not_a_webhook")
+    return json_response(200, await replay_parked(context.settings, context.topology, sub))
+
+
+async def stream(request: web.Request) -> web.StreamResponse:
+    context = request.app[CONTEXT]
+    principal = authenticate(request)
+    return await _serve_events(request, await _find(context, principal, request.match_info["name"]))
+
+
+async def effects_stream(request: web.Request) -> web.StreamResponse:
+    """GET /effects/stream?user=&topic=: the tenant's effects, optionally of one user and one topic."""
+    context = request.app[CONTEXT]
+    principal = authenticate(request)
+    topic = request.query.get("topic")
+    if topic is not None and topic not in context.catalog:
+        raise ValidationError(f"no topic named {topic!r}", field="topic", code="unknown_topic")
+    _check_topic(principal, topic)
+    user = request.query.get("user")
+    if user is not None and not user:
+        raise ValidationError("must not be empty", field="user", code="validation.required")
+    users = frozenset({user}) if user else frozenset()
+    sub = Subscription(principal.tenant, "effects", "effects", topic, Filter(users=users))
+    return await _serve_events(request, sub)
+
+
+def _kafka_topic(context: Context, sub: Subscription) -> str:
+    if sub.stream == "effects":
+        return context.topology.effects
+    assert sub.topic is not None  # an events subscription always names its topic
+    topic: str = context.topology.events[sub.topic]
+    return topic
+
+
+def _reader(request: web.Request, sub: Subscription) -> StreamReader:
+    context = request.app[CONTEXT]
+    topic = _kafka_topic(context, sub)
+    return StreamReader(
+        context.settings.bootstrap, topic, sub.stream, context.topology.partitions, request.app[DECODED]
+    )
+
+
+def _positions(context: Context, text: str | None, field: str) -> dict[int, int] | None:
+    return None if text is None else cursor.decode(text, field, context.topology.partitions)
+
+
+async def _serve_events(request: web.Request, sub: Subscription) -> web.StreamResponse:
+    """Server-Sent Events from now, or right after `Last-Event-ID`; each event's id is the cursor after it."""
+    context = request.app[CONTEXT]
+    positions = _positions(context, request.headers.get("Last-Event-ID"), "Last-Event-ID")
+    reader = _reader(request, sub)
+    task = asyncio.current_task()
+    assert task is not None
+    request.app[STREAMS].add(task)
+    try:
+        await reader.open(positions, from_end=True, field="Last-Event-ID")
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        )
+        await response.prepare(request)
+        # The reader's positions are fixed before this first write, so a client that has it misses nothing.
+        await response.write(f"retry: 1000\n: {reader.cursor}\n\n".encode())
+        written = time.monotonic()
+        kind = sub.stream.removesuffix("s").encode()  # event: effect, event: event
+        while True:
+            frames = [
+                b"id: %s\nevent: %s\ndata: %s\n\n" % (item.cursor.encode(), kind, item.decoded.json)
+                for item in await reader.read(timeout_ms=1000)
+                if sub.matches(item.record)
+            ]
+            if frames:
+                await response.write(b"".join(frames))
+                written = time.monotonic()
+            elif time.monotonic() - written > KEEPALIVE_S:
+                # A comment: keeps proxies from closing the stream, and finds clients that left.
+                await response.write(b": keepalive\n\n")
+                written = time.monotonic()
+    except (ConnectionResetError, asyncio.CancelledError, KafkaError):
+        # The client left, the server stops, or Kafka failed mid-stream: the client reconnects
+        # with its Last-Event-ID and loses nothing.
+        return web.StreamResponse()
+    finally:
+        request.app[STREAMS].discard(task)
+        await reader.close()
+
+
+async def _end_streams(app: web.Application) -> None:
+    streams = app[STREAMS]
+    for task in list(streams):
+        task.cancel()
+
+
+async def pull(request: web.Request) -> web.Response:
+    """GET /subscriptions/{name}/events?after=<cursor>&limit=N: matching records after the cursor (or the oldest)."""
+    context = request.app[CONTEXT]
+    principal = authenticate(request)
+    sub = await _find(context, principal, request.match_info["name"])
+    limit = _limit(request.query.get("limit"))
+    positions = _positions(context, request.query.get("after"), "after")
+    reader = _reader(request, sub)
+    events: list[dict[str, object]] = []
+    try:
+        await reader.open(positions, from_end=False, field="after")
+        after = reader.cursor
+        deadline = time.monotonic() + PULL_WAIT_S
+        while len(events) < limit and time.monotonic() < deadline and not await reader.at_end():
+            for item in await reader.read(timeout_ms=200):
+                if sub.matches(item.record):
+                    events.append(
+                        {
+                            "cursor": item.cursor,
+                            "partition": item.partition,
+                            "offset": item.offset,
+                            "record": Fragment(item.decoded.json),
+                        }
+                    )
+                    after = item.cursor
+                    if len(events) == limit:
+                        break
+            else:
+                after = reader.cursor
+    finally:
+        await reader.close()
+    return json_response(200, {"events": events, "cursor": after})
+
+
+def _limit(text: str | None) -> int:
+    if text is None:
+        return PULL_LIMIT
+    if not text.isdigit() or not 1 <= int(text) <= PULL_MAX_LIMIT:
+        raise ValidationError(f"must be an integer from 1 to {PULL_MAX_LIMIT}", field="limit", code="validation.range")
+    return int(text)
