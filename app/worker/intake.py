@@ -1,0 +1,146 @@
+"""faust's stream made safe to build state on: batches in offset order, holes sought back, own commits."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncGenerator
+from types import TracebackType
+from typing import Any, cast
+
+import faust
+from faust.types import TP, EventT
+
+from app.settings import Settings
+from app.worker.offsets import CommittedOffsets
+from app.worker.progress import Admission, Progress
+
+log = logging.getLogger(__name__)
+
+RAW: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+
+
+def source(app: faust.App, *topics: str, partitions: int) -> faust.TopicT:
+    """The agent's topic, with faust's acks off: faust acks the records it drops around a
+    rebalance and would commit past them; the Intake commits only what was applied."""
+    return app.topic(*topics, partitions=partitions, acks=False, **RAW)
+
+
+class Intake:
+    """Batches of one agent's records, each partition strictly in offset order, and its commits.
+
+    Three faust-streaming behaviours, each seen in tests/worker/test_crash.py, need this:
+    its stream drops the records it holds while flow control is paused around a restart or
+    rebalance, and acks them (app/worker/progress.py: holes are sought back); with acks off it
+    no longer waits for the batch in flight before giving partitions away (a revoke handler
+    waits for the batch lock, and records from an earlier generation are dropped); and
+    aiokafka refuses a commit of no partitions, which crashes faust's consumer.
+
+    One Intake per agent, on topics no other agent reads: the group has one committed
+    offset per partition, and the Intake's commits are the only ones for its topics.
+    """
+
+    def __init__(self, app: faust.App, settings: Settings) -> None:
+        self._app = app
+        self._settings = settings
+        self._progress = Progress()
+        self._generation: int | None = None
+        self._uncommitted: set[TP] = set()
+        self._committed_at = 0.0
+        self._lock = asyncio.Lock()  # held from a batch's first read to its commit
+        self._committed: CommittedOffsets | None = None
+        self._seeking: asyncio.Task[None] | None = None
+        app.on_partitions_revoked.connect(cast(Any, self._finish_the_batch))  # faust types receivers narrowly
+
+    async def __aenter__(self) -> Intake:
+        self._committed = await CommittedOffsets(self._settings.bootstrap, self._settings.group_id).__aenter__()
+        self._progress.reset()
+        self._seeking = asyncio.create_task(self._keep_seeking())
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._seeking is not None:
+            self._seeking.cancel()
+        if self._committed is not None:
+            await self._committed.__aexit__(exc_type, exc, tb)
+
+    async def batches(self, stream: faust.StreamT[bytes]) -> AsyncGenerator[list[EventT[bytes]], None]:
+        """Yield each batch's records to apply; the caller writes everything they cause (and waits
+        for Kafka's acks) before it asks for the next batch, which is when offsets are committed."""
+        take = stream.take_events  # type: ignore[attr-defined]  # missing from faust's StreamT
+        async for events in take(self._settings.worker_batch_size, within=self._settings.worker_batch_wait_s):
+            async with self._lock:
+                admitted = await self._admit(events)
+                if not admitted:
+                    continue
+                yield admitted
+                self._uncommitted.update(event.message.tp for event in admitted)
+                if time.monotonic() - self._committed_at >= self._settings.worker_commit_interval_s:
+                    await self._commit()
+
+    async def _finish_the_batch(self, sender: Any, *args: Any, **kwargs: Any) -> None:
+        # Partitions are given away only after the batch in flight is written: else the new
+        # owner recovers a changelog the old one still writes to (seed 1487835131).
+        async with self._lock:
+            pass
+
+    async def _admit(self, events: list[EventT[bytes]]) -> list[EventT[bytes]]:
+        app, progress = self._app, self._progress
+        admitted = []
+        assigned = app.consumer.assignment()
+        for event in events:
+            message = event.message
+            if message.generation_id != app.consumer_generation_id or message.tp not in assigned:
+                continue  # buffered before a rebalance: the partition's owner now applies it
+            if message.generation_id != self._generation:
+                self._generation = message.generation_id
+                progress.reset()
+                self._uncommitted.clear()
+            if not progress.knows(message.tp):
+                progress.start(message.tp, await self._start_of(message.tp))
+            if progress.admit(message.tp, message.offset) is Admission.NEXT:
+                admitted.append(event)
+        await self._seek_back()
+        return admitted
+
+    async def _start_of(self, tp: TP) -> int:
+        # The committed offset, or the log's start for a new group (auto_offset_reset is
+        # earliest) or when retention removed records the group never committed.
+        assert self._committed is not None
+        earliest = (await self._app.consumer.earliest_offsets(tp))[tp]
+        found = await self._committed.get(tp)
+        if found is not None and found < earliest:
+            log.warning("%s[%d]: records %d..%d expired before they were applied", *tp, found, earliest - 1)
+        return earliest if found is None else max(found, earliest)
+
+    async def _seek_back(self) -> None:
+        assigned = self._app.consumer.assignment()
+        for where, offset in self._progress.seeks_due(time.monotonic()):
+            if TP(*where) in assigned:
+                log.info("a hole in %s[%d] at %d: seeking back", *where, offset)
+                await self._app.consumer.seek_wait({TP(*where): offset})
+
+    async def _keep_seeking(self) -> None:
+        # On a timer too: a seek can come to nothing (faust's consumer drops records below the
+        # last offset it handed out), and then no record may come to trigger another.
+        while True:
+            await asyncio.sleep(self._progress.seek_every_s)
+            async with self._lock:
+                await self._seek_back()
+
+    async def _commit(self) -> None:
+        # An interval, not every batch: a coordinator round trip per small batch cost more than
+        # the batch at 1,000 events/s. What a crash leaves uncommitted comes again, and the
+        # agent's state must recognise it (app/ledger.py does).
+        self._committed_at = time.monotonic()
+        assigned = self._app.consumer.assignment()
+        offsets = {
+            tp: self._progress.position(tp) for tp in self._uncommitted if tp in assigned and self._progress.knows(tp)
+        }
+        self._uncommitted.clear()
+        if offsets:
+            # faust's consumer holds the group membership, so its commit is the group's.
+            await cast(Any, self._app.consumer)._commit(offsets)
