@@ -105,3 +105,10 @@ class KafkaLocalError(SluiceError):
     """The local Kafka broker cannot be assembled or started."""
 
     code = "kafka_local"
+
+
+class Conflict(RequestError):
+    """The request cannot apply to the resource as it is now (a scheduled event already due)."""
+
+    status = 409
+    code = "conflict"
