@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
 
 from app.settings import Settings
 from app.topics import Catalog
@@ -158,31 +159,6 @@ async def test_scheduled_events_are_the_tenants_own(stack: Stack) -> None:
     assert status == 200
 
 
-@pytest.mark.timeout(240)
-async def test_a_scheduled_event_survives_a_worker_restart(kafka_bootstrap: str, tmp_path: Path) -> None:
-    stack = await start_stack(kafka_bootstrap, tmp_path)
-    try:
-        await wait_ready(stack.processes["worker"], 0)
-        send_at = at(5.0)
-        event_id = await publish(stack, "orders", order("restart-user", send_at=send_at.isoformat()))
-        # The worker has it in its table once the table's changelog does.
-        await read_raw_until(
-            stack.bootstrap,
-            stack.topic("sluice-scheduled-changelog"),
-            lambda ms: len(ms) >= 1,
-            timeout=90,
-            describe="the scheduled event in the worker's table",
-        )
-        stack.processes["worker"].kill()
-        assert datetime.now(UTC) < send_at, "the worker was not killed before the event was due; inconclusive"
-        shutil.rmtree(stack.workdir / "data")  # RocksDB gone too: the table comes back from its changelog
-        stack.start("worker")
-        found = await arrivals(stack, "orders", {event_id}, timeout=120)
-        assert all(m.timestamp >= int(send_at.timestamp() * 1000) for m in found[event_id])
-    finally:
-        stack.stop()
-
-
 # --- wait groups ------------------------------------------------------------------------------
 
 
@@ -263,3 +239,67 @@ async def test_a_wait_group_definition_names_the_wrong_field(stack: Stack) -> No
     for body, field in cases:
         status, answer = await call(stack, "POST", "/wait-groups", body)
         assert (status, answer["error"]["field"]) == (400, field), body
+
+
+async def changelog_holds(stack: Stack, table: str, count: int) -> None:
+    """Wait until the worker's table has written `count` records to its changelog: it holds them."""
+    await read_raw_until(
+        stack.bootstrap,
+        stack.topic(f"sluice-{table}-changelog"),
+        lambda ms: len(ms) >= count,
+        timeout=90,
+        describe=f"{count} records in the {table} table",
+    )
+
+
+async def committed(stack: Stack, topic: str, count: int) -> None:
+    """Wait until the worker's group has committed `count` records of `topic`: a restart will not read them again."""
+    group = Settings.from_env(stack.env).group_id
+    admin = AIOKafkaAdminClient(bootstrap_servers=stack.bootstrap)
+    await admin.start()
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            offsets = await admin.list_consumer_group_offsets(group)
+            if sum(meta.offset for tp, meta in offsets.items() if tp.topic == stack.topic(topic)) >= count:
+                return
+            assert time.monotonic() < deadline, f"{count} records of {topic} not committed within 60 s"
+            await asyncio.sleep(0.2)
+    finally:
+        await admin.close()
+
+
+@pytest.mark.timeout(240)
+async def test_scheduled_events_and_wait_groups_survive_a_worker_restart(kafka_bootstrap: str, tmp_path: Path) -> None:
+    stack = await start_stack(kafka_bootstrap, tmp_path)
+    try:
+        await wait_ready(stack.processes["worker"], 0)
+        group = await new_group(stack, timeout_s=120)
+        instance = await new_instance(stack, group)
+        before = await publish(stack, "usage", order("a", wait_group_instance_id=instance))
+        send_at = at(10.0)
+        event_id = await publish(stack, "orders", order("restart-user", send_at=send_at.isoformat()))
+        await changelog_holds(stack, "scheduled", 1)
+        await changelog_holds(stack, "wait_groups", 2)  # the instance, then the event counted
+        # Committed: the restarted worker finds them only in its tables, not by reading the commands again.
+        await committed(stack, "scheduled", 1)
+        await committed(stack, "wait_group_events", 2)
+        stack.processes["worker"].kill()
+        assert datetime.now(UTC) < send_at, "the worker was not killed before the event was due; inconclusive"
+        shutil.rmtree(stack.workdir / "data")  # RocksDB gone too: the tables come back from their changelogs
+
+        # With no worker, a due event stays pending, and can no longer be cancelled.
+        await asyncio.sleep((send_at - datetime.now(UTC)).total_seconds() + 0.05)  # the clock is the condition
+        status, answer = await call(stack, "DELETE", f"/scheduled/{event_id}")
+        assert (status, answer["error"]["code"]) == (409, "scheduled_already_due")
+        assert event_id in await listed(stack)
+
+        stack.start("worker")
+        after = [await publish(stack, "orders", order(u, wait_group_instance_id=instance)) for u in ("b", "c")]
+        completed = f"{instance}:completed"
+        found = await arrivals(stack, "orders", {event_id, completed}, timeout=120)
+        assert all(m.timestamp >= int(send_at.timestamp() * 1000) for m in found[event_id])
+        outcome = SCHEMAS.decode(found[completed][0].value)[1]
+        assert sorted(orjson.loads(outcome["data"])["event_ids"]) == sorted([before, *after])
+    finally:
+        stack.stop()
