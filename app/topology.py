@@ -73,6 +73,12 @@ class Topology:
         own = [self.scheduled, self.wait_groups, self.wait_group_events]
         return [*self.events.values(), self.effects, self.replies, self.dead_letters, *own, *dlqs]
 
+    def configs(self, topic: str) -> dict[str, str]:
+        """Topic configs at creation. The producer re-reads these two from the start, so time-based
+        retention would lose wait groups, and events scheduled further ahead than it; compaction keeps
+        each key's last command."""
+        return {"cleanup.policy": "compact"} if topic in (self.scheduled, self.wait_groups) else {}
+
     def routes(self, schemas: SchemaSet) -> Routes:
         return Routes(self.events, self.scheduled, self.wait_group_events, schemas["event"], schemas["command"])
 
@@ -102,7 +108,10 @@ async def ensure_topics(bootstrap: str, topology: Topology) -> None:
     try:
         wanted = topology.all_topics
         response = await admin.create_topics(
-            [NewTopic(name, topology.partitions, topology.replication_factor) for name in wanted]
+            [
+                NewTopic(name, topology.partitions, topology.replication_factor, topic_configs=topology.configs(name))
+                for name in wanted
+            ]
         )
         for result in response.to_object()["topic_errors"]:
             if result["error_code"] not in (0, TOPIC_ALREADY_EXISTS):

@@ -15,6 +15,7 @@ import aiohttp
 import orjson
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from app.settings import Settings
 from app.topics import Catalog
@@ -157,6 +158,26 @@ async def test_scheduled_events_are_the_tenants_own(stack: Stack) -> None:
     assert (status, answer["error"]["field"]) == (404, "topic")
     status, _ = await call(stack, "DELETE", f"/scheduled/{event_id}")
     assert status == 200
+
+
+async def test_the_topics_the_producer_reads_from_the_start_are_compacted(stack: Stack) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=stack.bootstrap)
+    await admin.start()
+    try:
+        names = ["scheduled", "wait_groups", "wait_group_events"]
+        (response,) = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, stack.topic(n)) for n in names]
+        )
+    finally:
+        await admin.close()
+    policies = {
+        resource[3]: {entry[0]: entry[1] for entry in resource[4]}["cleanup.policy"] for resource in response.resources
+    }
+    assert policies == {
+        stack.topic("scheduled"): "compact",
+        stack.topic("wait_groups"): "compact",
+        stack.topic("wait_group_events"): "delete",
+    }
 
 
 # --- wait groups ------------------------------------------------------------------------------
