@@ -33,6 +33,15 @@ def is_due(send_at: datetime | None, now: datetime) -> bool:
     return send_at is None or send_at <= now
 
 
+def ends(pending_at: datetime | None, command: Command) -> bool:
+    """Whether `command` ends the schedule pending for `pending_at`.
+
+    A cancel always does. A delivered marker ends only the schedule it delivered: the same
+    id scheduled again since (a new send_at) stays pending.
+    """
+    return command.op == CANCEL or (command.op == DELIVERED and command.at == pending_at)
+
+
 def scheduled_key(tenant: str, topic: str, event_id: str) -> bytes:
     return command_key(tenant, topic, event_id)
 
@@ -103,8 +112,8 @@ class Pending:
             pending[(topic, command.id)] = Scheduled(
                 command.id, topic, str(body.get("user_id", "")), str(body.get("type", "")), command.at
             )
-        elif command.op in (CANCEL, DELIVERED):
-            pending.pop((topic, command.id), None)
+        elif (found := pending.get((topic, command.id))) is not None and ends(found.send_at, command):
+            del pending[(topic, command.id)]
 
     def of(self, tenant: str, topic: str | None = None) -> list[Scheduled]:
         found = self.by_tenant.get(tenant, {}).values()

@@ -67,9 +67,21 @@ def test_pending_is_per_tenant_and_ends_on_cancel_or_delivery() -> None:
     assert [s.id for s in pending.of("acme")] == ["a", "b"]
     assert pending.of("acme", "other") == []
     pending.apply(Command(CANCEL, "acme", "a", body={"topic": "orders"}))
-    pending.apply(Command(DELIVERED, "acme", "b", body={"topic": "orders"}))
+    pending.apply(Command(DELIVERED, "acme", "b", at=due, body={"topic": "orders"}))
     assert pending.of("acme") == []
     assert [s.id for s in pending.find("globex", "a")] == ["a"]
+
+
+def test_a_delivery_ends_only_the_schedule_it_delivered() -> None:
+    pending = Pending()
+    body = {"topic": "orders", "user_id": "u", "type": "t"}
+    first, again = NOW + timedelta(seconds=5), NOW + timedelta(seconds=9)
+    pending.apply(Command(SCHEDULE, "acme", "a", at=first, body=body))
+    pending.apply(Command(SCHEDULE, "acme", "a", at=again, body=body))  # the same id, scheduled anew
+    pending.apply(Command(DELIVERED, "acme", "a", at=first, body={"topic": "orders"}))
+    assert [s.send_at for s in pending.of("acme")] == [again]
+    pending.apply(Command(CANCEL, "acme", "a", at=first, body={"topic": "orders"}))  # a cancel ends any
+    assert pending.of("acme") == []
 
 
 def test_timetable_yields_due_keys_in_time_order_once() -> None:

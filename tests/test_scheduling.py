@@ -241,6 +241,15 @@ async def test_wait_groups_are_the_tenants_own(stack: Stack) -> None:
         stack, "POST", "/topics/orders/events", order("x", wait_group_instance_id=instance), key=OTHER
     )
     assert (status, answer["error"]["field"]) == (400, "wait_group_instance_id")
+    kept = await read_until(
+        stack.bootstrap,
+        stack.topic("dlq.globex"),
+        lambda rs: any(r["field"] == "wait_group_instance_id" for r in rs),
+        describe="the refused event on the other tenant's dead-letter topic",
+    )
+    (refused,) = [r for r in kept if r["field"] == "wait_group_instance_id"]
+    assert (refused["tenant"], refused["code"]) == ("globex", "wait_group_instance_not_found")
+    assert instance in refused["body"].decode()
     status, answer = await call(stack, "POST", "/topics/orders/events", order("x", wait_group_instance_id="wgi_no"))
     assert (status, answer["error"]["code"]) == (400, "wait_group_instance_not_found")
     status, answer = await call(stack, "POST", "/topics/segment/events", order("x", wait_group_instance_id=instance))

@@ -9,7 +9,7 @@ import faust
 from app.command import Command, decoded, millis
 from app.envelope import Envelope
 from app.producer.publisher import partition_of
-from app.schedule import CANCEL, DELIVERED, SCHEDULE, records
+from app.schedule import DELIVERED, SCHEDULE, ends, records
 from app.schemas import SchemaSet
 from app.settings import Settings
 from app.topology import Topology
@@ -42,11 +42,8 @@ def register(app: faust.App, settings: Settings, schemas: SchemaSet, topology: T
             if command.op == SCHEDULE and command.at is not None:
                 table[key] = event.value
                 alarm.push(millis(command.at), event.message.partition, key)
-            elif command.op in (CANCEL, DELIVERED) and table.get(key) is not None:
-                stored = Command.decode(command_schema, table[key])
-                # A delivery only ends the schedule it delivered, not a later one of the same id.
-                if command.op == CANCEL or stored.at == command.at:
-                    del table[key]
+            elif (stored := table.get(key)) is not None and ends(Command.decode(command_schema, stored).at, command):
+                del table[key]
 
     async def deliver(outbox: Outbox, due: Due) -> None:
         done = []
