@@ -160,6 +160,16 @@ async def test_scheduled_events_are_the_tenants_own(stack: Stack) -> None:
     assert status == 200
 
 
+async def test_reading_to_the_end_does_not_wait_out_the_readers_fetch(stack: Stack) -> None:
+    # End offsets asked on the reader's own connection queue behind its 500 ms long-poll fetch.
+    took = []
+    for _ in range(5):
+        started = time.monotonic()
+        await listed(stack)
+        took.append(time.monotonic() - started)
+    assert sorted(took)[2] < 0.25, f"GET /scheduled took {sorted(took)} s"
+
+
 async def test_the_topics_the_producer_reads_from_the_start_are_compacted(stack: Stack) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=stack.bootstrap)
     await admin.start()

@@ -37,6 +37,9 @@ class Mirror:
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
         )
+        # End offsets on a connection of their own: the broker answers a connection's requests
+        # in order, and the reader's fetch waits up to fetch_max_wait_ms (500 ms) for data.
+        self._ends = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
         self._progress = asyncio.Event()
         self._reader: asyncio.Task[None] | None = None
         self.pending = Pending()
@@ -44,6 +47,7 @@ class Mirror:
         self.instances: dict[tuple[str, str], Instance] = {}
 
     async def start(self) -> None:
+        await self._ends.start()
         await self._consumer.start()
         self._consumer.assign(self._tps)
         await self._consumer.seek_to_beginning(*self._tps)
@@ -55,12 +59,13 @@ class Mirror:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
         await self._consumer.stop()
+        await self._ends.stop()
 
     async def caught_up(self, timeout_s: float) -> None:
         """Return once everything written to the topics before this call has been folded in."""
         try:
             async with asyncio.timeout(timeout_s):
-                ends = await self._consumer.end_offsets(self._tps)
+                ends = await self._ends.end_offsets(self._tps)
                 while True:
                     positions = [await self._consumer.position(tp) for tp in self._tps]
                     if all(position >= ends[tp] for position, tp in zip(positions, self._tps, strict=True)):
