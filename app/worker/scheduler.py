@@ -8,12 +8,12 @@ import faust
 
 from app.command import Command, decoded, millis
 from app.envelope import Envelope
-from app.producer.publisher import partition_of
-from app.schedule import DELIVERED, SCHEDULE, ends, records
+from app.schedule import DELIVERED, SCHEDULE, ends
 from app.schemas import SchemaSet
 from app.settings import Settings
 from app.topology import Topology
 from app.worker.alarm import Alarm, Due, keyed_state
+from app.worker.delivery import Delivery
 from app.worker.outbox import Outbox
 
 log = logging.getLogger(__name__)
@@ -23,13 +23,13 @@ def register(app: faust.App, settings: Settings, schemas: SchemaSet, topology: T
     # One value per scheduled event (pitfall 2): the schedule command as it came, keyed like the topic.
     source, table = keyed_state(app, topology.scheduled, "scheduled", topology.partitions)
     command_schema = schemas["command"]
-    routes = topology.routes(schemas)
 
     def due_of(value: bytes) -> int | None:
         at = Command.decode(command_schema, value).at
         return None if at is None else millis(at)
 
     alarm = Alarm(app, topology.scheduled, table, due_of)
+    delivery = Delivery.of(topology, schemas)
 
     # Concurrency 1: the table is state (pitfall 1); commands of one key apply in their order.
     @app.agent(source, concurrency=1, name="scheduler")
@@ -50,9 +50,8 @@ def register(app: faust.App, settings: Settings, schemas: SchemaSet, topology: T
         for partition, key, value in due:
             command = Command.decode(command_schema, value)
             assert command.event is not None
-            envelope = Envelope.decode(routes.event_schema, command.event)
-            for topic, record_key, record in records(envelope, routes, now=None):
-                outbox.add(topic, partition_of(record_key, topology.partitions), record_key, record)
+            envelope = Envelope.decode(delivery.routes.event_schema, command.event)
+            delivery.add(outbox, envelope)
             marker = Command(DELIVERED, command.tenant, command.id, at=command.at, body=command.body)
             done.append((partition, key, marker.encode(command_schema)))
         await outbox.flush()

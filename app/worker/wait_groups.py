@@ -10,13 +10,13 @@ import orjson
 
 from app.command import Command, decoded, millis
 from app.envelope import utcnow
-from app.producer.publisher import partition_of
-from app.schedule import ARRIVED, records
+from app.schedule import ARRIVED
 from app.schemas import SchemaSet
 from app.settings import Settings
 from app.topology import Topology
 from app.wait_group import OPEN, Instance
 from app.worker.alarm import Alarm, Due, keyed_state
+from app.worker.delivery import Delivery
 from app.worker.outbox import Outbox
 
 log = logging.getLogger(__name__)
@@ -28,13 +28,13 @@ def register(app: faust.App, settings: Settings, schemas: SchemaSet, topology: T
     # One value per instance (pitfall 2): definition, arrivals and status together.
     source, table = keyed_state(app, topology.wait_group_events, "wait_groups", topology.partitions)
     command_schema = schemas["command"]
-    routes = topology.routes(schemas)
 
     def due_of(value: bytes) -> int | None:
         instance = Instance.from_dict(orjson.loads(value))
         return millis(instance.deadline) if instance.status == OPEN else None
 
     alarm = Alarm(app, topology.wait_group_events, table, due_of)
+    delivery = Delivery.of(topology, schemas)
 
     # Concurrency 1, and every decision here, in the partition's order: so an instance
     # ends once, completed or timed out, never both.
@@ -62,8 +62,7 @@ def register(app: faust.App, settings: Settings, schemas: SchemaSet, topology: T
                 if outcome is not None:
                     # The outcome is in Kafka before the table says so: a crash in between
                     # emits it again with the same id, which the rules agent drops.
-                    for topic, record_key, record in records(instance.outcome(outcome, now), routes, now=None):
-                        outbox.add(topic, partition_of(record_key, topology.partitions), record_key, record)
+                    delivery.add(outbox, instance.outcome(outcome, now))
                     await outbox.flush()
                     instance = replace(instance, status=outcome)
                 if instance != before:
