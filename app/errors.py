@@ -90,7 +90,7 @@ class NotFound(RequestError):
 
 
 class Conflict(RequestError):
-    """The request clashes with what exists, such as a name already taken."""
+    """The request clashes with what exists: a name already taken, a scheduled event already due."""
 
     status = 409
     code = "conflict"

@@ -12,6 +12,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
 from app.errors import ConfigError, Unavailable
+from app.schedule import Routes
+from app.schemas import SchemaSet
 from app.settings import Settings
 from app.topics import Catalog
 
@@ -23,6 +25,12 @@ REPLIES = "replies"
 # Refused input: `dlq.<tenant>` per tenant (the producer's refusals), `dlq` for what the worker
 # cannot attribute to a tenant (records it cannot decode).
 DEAD_LETTERS = "dlq"
+# Events with a future send_at, and their cancel / delivered commands, keyed '<tenant>:<topic>:<id>'.
+SCHEDULED = "scheduled"
+# Wait group definitions and instances, for the producer's checks; keyed '<tenant>:<id>'.
+WAIT_GROUPS = "wait_groups"
+# What the worker counts per instance (instances, arrived events, deadline ticks), keyed '<tenant>:<instance>'.
+WAIT_GROUP_EVENTS = "wait_group_events"
 TOPIC_ALREADY_EXISTS = 36
 # Subscriptions created over HTTP (compacted, key tenant:name); `parked.<tenant>.<name>` holds a
 # webhook subscription's deliveries that failed for good, until an operator replays them.
@@ -41,6 +49,9 @@ class Topology:
     partitions: int
     replication_factor: int
     tenants: frozenset[str] = frozenset()
+    scheduled: str = SCHEDULED
+    wait_groups: str = WAIT_GROUPS
+    wait_group_events: str = WAIT_GROUP_EVENTS
 
     @classmethod
     def of(cls, settings: Settings, catalog: Catalog, tenants: frozenset[str] = frozenset()) -> Topology:
@@ -52,6 +63,9 @@ class Topology:
             partitions=settings.partitions,
             replication_factor=settings.replication_factor,
             tenants=tenants,
+            scheduled=settings.kafka_topic(SCHEDULED),
+            wait_groups=settings.kafka_topic(WAIT_GROUPS),
+            wait_group_events=settings.kafka_topic(WAIT_GROUP_EVENTS),
         )
 
     def tenant_dead_letters(self, tenant: str) -> str:
@@ -67,7 +81,17 @@ class Topology:
     @property
     def all_topics(self) -> list[str]:
         dlqs = [self.tenant_dead_letters(tenant) for tenant in sorted(self.tenants)]
-        return [*self.events.values(), self.effects, self.replies, self.dead_letters, *dlqs]
+        own = [self.scheduled, self.wait_groups, self.wait_group_events]
+        return [*self.events.values(), self.effects, self.replies, self.dead_letters, *own, *dlqs]
+
+    def configs(self, topic: str) -> dict[str, str]:
+        """Topic configs at creation. The producer re-reads these two from the start, so time-based
+        retention would lose wait groups, and events scheduled further ahead than it; compaction keeps
+        each key's last command."""
+        return {"cleanup.policy": "compact"} if topic in (self.scheduled, self.wait_groups) else {}
+
+    def routes(self, schemas: SchemaSet) -> Routes:
+        return Routes(self.events, self.scheduled, self.wait_group_events, schemas["event"], schemas["command"])
 
     def slug_of(self, kafka_topic: str) -> str | None:
         for slug, name in self.events.items():
@@ -95,7 +119,10 @@ async def ensure_topics(bootstrap: str, topology: Topology) -> None:
     try:
         wanted = topology.all_topics
         response = await admin.create_topics(
-            [NewTopic(name, topology.partitions, topology.replication_factor) for name in wanted]
+            [
+                NewTopic(name, topology.partitions, topology.replication_factor, topic_configs=topology.configs(name))
+                for name in wanted
+            ]
         )
         for result in response.to_object()["topic_errors"]:
             if result["error_code"] not in (0, TOPIC_ALREADY_EXISTS):

@@ -138,6 +138,21 @@ def _op(
 
 
 SLUG = {"name": "topic_slug", "in": "path", "required": True, "schema": STRING}
+GROUP = {"name": "group_id", "in": "path", "required": True, "schema": STRING}
+TOPIC_QUERY = {"name": "topic", "in": "query", "required": False, "schema": STRING}
+WAIT_GROUP = _obj(
+    ["topics", "target_topic", "timeout_s"],
+    {
+        "topics": {
+            "oneOf": [
+                {"type": "array", "minItems": 1, "items": STRING},
+                {"type": "object", "minProperties": 1, "additionalProperties": {"type": "integer", "minimum": 1}},
+            ]
+        },
+        "target_topic": STRING,
+        "timeout_s": {"type": "number", "exclusiveMinimum": 0},
+    },
+)
 OPERATIONS: dict[tuple[str, str], Json] = {
     ("PUT", "/events"): _op(
         "Usage events, partially accepted", _batch(USAGE_EVENT, 1000), ("200", "validEvents and invalidEvents")
@@ -181,6 +196,27 @@ OPERATIONS: dict[tuple[str, str], Json] = {
         ),
         ("200", "effects, one per event, and the final state"),
     ),
+    ("GET", "/scheduled"): {
+        **_op("The key's tenant's scheduled events not yet delivered or cancelled", None, ("200", '{"scheduled"}')),
+        "parameters": [TOPIC_QUERY],
+    },
+    ("DELETE", "/scheduled/{event_id}"): {
+        **_op("Cancel a scheduled event before it is due (409 once due)", None, ("200", '{"cancelled"}')),
+        "parameters": [{"name": "event_id", "in": "path", "required": True, "schema": STRING}, TOPIC_QUERY],
+    },
+    ("POST", "/wait-groups"): _op("Define a wait group", WAIT_GROUP, ("201", "the definition with its id")),
+    ("GET", "/wait-groups/{group_id}"): {
+        **_op("A wait group's definition", None, ("200", "the definition")),
+        "parameters": [GROUP],
+    },
+    ("POST", "/wait-groups/{group_id}/instances"): {
+        **_op(
+            "Start an instance; events naming its wait_group_instance_id count toward it",
+            _obj([], {"user_id": STRING}),
+            ("201", '{"wait_group_instance_id", "wait_group_id", "user_id", "deadline"}'),
+        ),
+        "parameters": [GROUP],
+    },
     ("GET", "/health"): {"summary": "Liveness", "security": [], "responses": {"200": {"description": "ok"}}},
     ("GET", "/openapi.json"): {
         "summary": "This document",

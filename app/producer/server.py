@@ -26,8 +26,10 @@ from app.errors import (
     UnsupportedMediaType,
 )
 from app.producer import openapi
+from app.producer.mirror import Mirror
 from app.producer.publisher import Publisher
 from app.producer.replies import Replies, gather_effects
+from app.schedule import records
 from app.schemas import SchemaSet
 from app.settings import Settings
 from app.simulation import simulate
@@ -71,6 +73,7 @@ class Context:
     publisher: Publisher
     replies: Replies | None = None  # absent: dialects that reply answer 202 at once
     registry: Registry | None = None  # absent: no subscription endpoints work
+    mirror: Mirror | None = None  # absent: scheduled and wait group routes answer 503
 
 
 CONTEXT = web.AppKey("context", Context)
@@ -209,6 +212,7 @@ def ingest(dialect: Dialect) -> Handler:
                     audiences=spec.audiences,
                 ),
             )
+            await _check_wait_groups(context, parsed)
         except RequestError as exc:
             await keep_refused(request, exc)
             return json_response(exc.status, dialect.error_body(exc), _auth_challenge(exc))
@@ -226,12 +230,22 @@ def ingest(dialect: Dialect) -> Handler:
     return handle
 
 
+async def _check_wait_groups(context: Context, parsed: Parsed) -> None:
+    for _, event in parsed.accepted:
+        if event.wait_group_instance_id is not None:
+            if context.mirror is None:
+                raise Unavailable("this producer does not read the wait group topics")
+            await context.mirror.check_instance(
+                event.tenant, event.topic, event.wait_group_instance_id, context.settings.publish_timeout_s
+            )
+
+
 async def _write(request: web.Request, context: Context, spec: TopicSpec, parsed: Parsed) -> None:
     for rejection in parsed.rejected:
         await keep_refused(request, rejection.error, orjson.dumps(rejection.event))
-    topic = context.topology.events[spec.slug]
-    schema = context.schemas["event"]
-    await context.publisher.publish_many([(topic, event.key, event.encode(schema)) for _, event in parsed.accepted])
+    # A future send_at goes to the scheduled topic instead, for the worker to deliver when due.
+    routes, now = context.topology.routes(context.schemas), utcnow()
+    await context.publisher.publish_many([r for _, event in parsed.accepted for r in records(event, routes, now)])
 
 
 async def simulate_rules(request: web.Request) -> web.Response:
@@ -259,9 +273,10 @@ def create_app(settings: Settings, context: Context) -> web.Application:
     app.router.add_post("/rules/simulate", simulate_rules)
     app.router.add_get("/health", health)
     app.router.add_get("/openapi.json", openapi_document)
-    from app.producer import subscriptions  # it builds on this module's helpers
+    from app.producer import control, subscriptions  # they build on this module's helpers
 
     subscriptions.add_routes(app)
+    control.add_routes(app)
     return app
 
 
@@ -285,7 +300,11 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None, stop:
         await replies.start()
         registry = Registry.of(settings, topology, schemas, catalog)
         await registry.start()
-        context = Context(settings, catalog, topology, schemas, keyring, publisher, replies, registry)
+        mirror = Mirror(
+            settings.bootstrap, topology.scheduled, topology.wait_groups, topology.partitions, schemas["command"]
+        )
+        await mirror.start()
+        context = Context(settings, catalog, topology, schemas, keyring, publisher, replies, registry, mirror)
         runner = web.AppRunner(create_app(settings, context), access_log=None)
         await runner.setup()
         # Several producer processes share one port; a lone one binds plainly, so a second
@@ -303,3 +322,4 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None, stop:
             await runner.cleanup()
             await replies.stop()
             await registry.stop()
+            await mirror.stop()

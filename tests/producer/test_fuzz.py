@@ -28,6 +28,8 @@ ENDPOINTS = [
     ("POST", "/api/events", "segment.json"),
     ("POST", "/cloudevents/orders", None),
     ("POST", "/rules/simulate", None),
+    ("POST", "/wait-groups", None),
+    ("POST", "/wait-groups/wg_unknown/instances", None),
 ]
 
 json_values = st.recursive(

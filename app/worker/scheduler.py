@@ -1,0 +1,64 @@
+"""Scheduled delivery in the worker: keep future events in a changelogged table, publish each when due."""
+
+from __future__ import annotations
+
+import logging
+
+import faust
+
+from app.command import Command, decoded, millis
+from app.envelope import Envelope
+from app.schedule import DELIVERED, SCHEDULE, ends
+from app.schemas import SchemaSet
+from app.settings import Settings
+from app.topology import Topology
+from app.worker.alarm import Alarm, Due, keyed_state
+from app.worker.delivery import Delivery
+from app.worker.outbox import Outbox
+
+log = logging.getLogger(__name__)
+
+
+def register(app: faust.App, settings: Settings, schemas: SchemaSet, topology: Topology) -> None:
+    # One value per scheduled event (pitfall 2): the schedule command as it came, keyed like the topic.
+    source, table = keyed_state(app, topology.scheduled, "scheduled", topology.partitions)
+    command_schema = schemas["command"]
+
+    def due_of(value: bytes) -> int | None:
+        at = Command.decode(command_schema, value).at
+        return None if at is None else millis(at)
+
+    alarm = Alarm(app, topology.scheduled, table, due_of)
+    delivery = Delivery.of(topology, schemas)
+
+    # Concurrency 1: the table is state (pitfall 1); commands of one key apply in their order.
+    @app.agent(source, concurrency=1, name="scheduler")
+    async def keep(stream: faust.StreamT[bytes]) -> None:
+        async for event in stream.events():
+            key = event.key
+            command = decoded(command_schema, event.value, topology.scheduled)
+            if command is None:
+                continue
+            if command.op == SCHEDULE and command.at is not None:
+                table[key] = event.value
+                alarm.push(millis(command.at), event.message.partition, key)
+            elif (stored := table.get(key)) is not None and ends(Command.decode(command_schema, stored).at, command):
+                del table[key]
+
+    async def deliver(outbox: Outbox, due: Due) -> None:
+        done = []
+        for partition, key, value in due:
+            command = Command.decode(command_schema, value)
+            assert command.event is not None
+            envelope = Envelope.decode(delivery.routes.event_schema, command.event)
+            delivery.add(outbox, envelope)
+            marker = Command(DELIVERED, command.tenant, command.id, at=command.at, body=command.body)
+            done.append((partition, key, marker.encode(command_schema)))
+        await outbox.flush()
+        # Only once Kafka has the events: a crash before this delivers them again, and
+        # the rules agent drops the copy by event id.
+        for partition, key, marker_value in done:
+            outbox.add(topology.scheduled, partition, key, marker_value)
+        await outbox.flush()
+
+    alarm.run(settings, deliver, "scheduled delivery")

@@ -1,0 +1,80 @@
+"""Wait groups in the worker: count each instance's events in a changelogged table, emit its one outcome."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+
+import faust
+import orjson
+
+from app.command import Command, decoded, millis
+from app.envelope import utcnow
+from app.schedule import ARRIVED
+from app.schemas import SchemaSet
+from app.settings import Settings
+from app.topology import Topology
+from app.wait_group import OPEN, Instance
+from app.worker.alarm import Alarm, Due, keyed_state
+from app.worker.delivery import Delivery
+from app.worker.outbox import Outbox
+
+log = logging.getLogger(__name__)
+
+INSTANCE, TICK = "instance", "tick"
+
+
+def register(app: faust.App, settings: Settings, schemas: SchemaSet, topology: Topology) -> None:
+    # One value per instance (pitfall 2): definition, arrivals and status together.
+    source, table = keyed_state(app, topology.wait_group_events, "wait_groups", topology.partitions)
+    command_schema = schemas["command"]
+
+    def due_of(value: bytes) -> int | None:
+        instance = Instance.from_dict(orjson.loads(value))
+        return millis(instance.deadline) if instance.status == OPEN else None
+
+    alarm = Alarm(app, topology.wait_group_events, table, due_of)
+    delivery = Delivery.of(topology, schemas)
+
+    # Concurrency 1, and every decision here, in the partition's order: so an instance
+    # ends once, completed or timed out, never both.
+    @app.agent(source, concurrency=1, name="wait_groups")
+    async def count(stream: faust.StreamT[bytes]) -> None:
+        async with Outbox(settings.bootstrap, timeout_s=settings.publish_timeout_s) as outbox:
+            async for event in stream.events():
+                key = event.key
+                command = decoded(command_schema, event.value, topology.wait_group_events)
+                if command is None:
+                    continue
+                stored = table.get(key)
+                before = None if stored is None else Instance.from_dict(orjson.loads(stored))
+                instance = before
+                if command.op == INSTANCE and before is None:
+                    instance = Instance.from_dict(command.body)
+                    alarm.push(millis(instance.deadline), event.message.partition, key)
+                if instance is None:
+                    log.warning("%s for unknown wait group instance %s of %s", command.op, command.id, command.tenant)
+                    continue
+                if command.op == ARRIVED:
+                    instance = instance.arrive(str(command.body["topic"]), str(command.body["event_id"]), command.at)
+                now = utcnow()
+                outcome = instance.decide(now)
+                if outcome is not None:
+                    # The outcome is in Kafka before the table says so: a crash in between
+                    # emits it again with the same id, which the rules agent drops.
+                    delivery.add(outbox, instance.outcome(outcome, now))
+                    await outbox.flush()
+                    instance = replace(instance, status=outcome)
+                if instance != before:
+                    table[key] = orjson.dumps(instance.to_dict())
+
+    async def tick(outbox: Outbox, due: Due) -> None:
+        # The agent decides, not this task: a tick goes through the instance's partition
+        # behind any event that completes it.
+        for partition, key, value in due:
+            instance = Instance.from_dict(orjson.loads(value))
+            tick_command = Command(TICK, instance.tenant, instance.id)
+            outbox.add(topology.wait_group_events, partition, key, tick_command.encode(command_schema))
+        await outbox.flush()
+
+    alarm.run(settings, tick, "wait group deadlines")
