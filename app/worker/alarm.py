@@ -12,20 +12,20 @@ import faust
 
 from app.schedule import Timetable
 from app.settings import Settings
+from app.worker import intake
 from app.worker.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
 FAUST_KEYS = b"__faust"  # faust keeps its changelog offset in each partition's RocksDB
 TICK_S = 0.2  # how often due entries are looked for: well inside the one-second promise
-RAW: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
 
 Due = list[tuple[int, bytes, bytes]]  # (partition, key, value)
 
 
 def keyed_state(app: faust.App, topic: str, table: str, partitions: int) -> tuple[Any, Any]:
     """A topic of raw records and a RocksDB table of raw values, co-partitioned with it (pitfall 3)."""
-    source = app.topic(topic, partitions=partitions, **RAW)
+    source = intake.source(app, topic, partitions=partitions)
     state = app.Table(
         table,
         default=None,

@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from types import TracebackType
 from typing import Any, cast
 
 import faust
+from faust.streams import _current_event
 from faust.types import TP, EventT
 
 from app.settings import Settings
@@ -56,7 +59,7 @@ class Intake:
     async def __aenter__(self) -> Intake:
         self._committed = await CommittedOffsets(self._settings.bootstrap, self._settings.group_id).__aenter__()
         self._progress.reset()
-        self._seeking = asyncio.create_task(self._keep_seeking())
+        self._seeking = asyncio.create_task(self._every_second())
         return self
 
     async def __aexit__(
@@ -80,6 +83,17 @@ class Intake:
                 self._uncommitted.update(event.message.tp for event in admitted)
                 if time.monotonic() - self._committed_at >= self._settings.worker_commit_interval_s:
                     await self._commit()
+
+    async def events(self, stream: faust.StreamT[bytes]) -> AsyncGenerator[EventT[bytes], None]:
+        """The same records one at a time, for agents that write faust tables: each is faust's
+        current event (tables write to its partition), and faust's producer, which carries the
+        tables' changelog, is flushed before the batch's offsets are committed."""
+        async with aclosing(self.batches(stream)) as batches:
+            async for batch in batches:
+                for event in batch:
+                    _current_event.set(weakref.ref(event))
+                    yield event
+                await self._app.producer.flush()
 
     async def _finish_the_batch(self, sender: Any, *args: Any, **kwargs: Any) -> None:
         # Partitions are given away only after the batch in flight is written: else the new
@@ -123,13 +137,19 @@ class Intake:
                 log.info("a hole in %s[%d] at %d: seeking back", *where, offset)
                 await self._app.consumer.seek_wait({TP(*where): offset})
 
-    async def _keep_seeking(self) -> None:
+    async def _every_second(self) -> None:
         # On a timer too: a seek can come to nothing (faust's consumer drops records below the
         # last offset it handed out), and then no record may come to trigger another.
+        # And the last batch before a quiet spell is committed here, not only by the next batch.
         while True:
             await asyncio.sleep(self._progress.seek_every_s)
             async with self._lock:
                 await self._seek_back()
+                if (
+                    self._uncommitted
+                    and time.monotonic() - self._committed_at >= self._settings.worker_commit_interval_s
+                ):
+                    await self._commit()
 
     async def _commit(self) -> None:
         # An interval, not every batch: a coordinator round trip per small batch cost more than

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import cast
 
 import faust
 
@@ -12,6 +13,7 @@ from app.schedule import DELIVERED, SCHEDULE, ends
 from app.schemas import SchemaSet
 from app.settings import Settings
 from app.topology import Topology
+from app.worker import intake
 from app.worker.alarm import Alarm, Due, keyed_state
 from app.worker.delivery import Delivery
 from app.worker.outbox import Outbox
@@ -34,16 +36,19 @@ def register(app: faust.App, settings: Settings, schemas: SchemaSet, topology: T
     # Concurrency 1: the table is state (pitfall 1); commands of one key apply in their order.
     @app.agent(source, concurrency=1, name="scheduler")
     async def keep(stream: faust.StreamT[bytes]) -> None:
-        async for event in stream.events():
-            key = event.key
-            command = decoded(command_schema, event.value, topology.scheduled)
-            if command is None:
-                continue
-            if command.op == SCHEDULE and command.at is not None:
-                table[key] = event.value
-                alarm.push(millis(command.at), event.message.partition, key)
-            elif (stored := table.get(key)) is not None and ends(Command.decode(command_schema, stored).at, command):
-                del table[key]
+        async with intake.Intake(app, settings) as records:
+            async for event in records.events(stream):
+                key = cast(bytes, event.key)  # raw keys (intake.RAW)
+                command = decoded(command_schema, event.value, topology.scheduled)
+                if command is None:
+                    continue
+                if command.op == SCHEDULE and command.at is not None:
+                    table[key] = event.value
+                    alarm.push(millis(command.at), event.message.partition, key)
+                elif (stored := table.get(key)) is not None and ends(
+                    Command.decode(command_schema, stored).at, command
+                ):
+                    del table[key]
 
     async def deliver(outbox: Outbox, due: Due) -> None:
         done = []

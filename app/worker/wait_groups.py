@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
+from typing import cast
 
 import faust
 import orjson
@@ -15,6 +16,7 @@ from app.schemas import SchemaSet
 from app.settings import Settings
 from app.topology import Topology
 from app.wait_group import OPEN, Instance
+from app.worker import intake
 from app.worker.alarm import Alarm, Due, keyed_state
 from app.worker.delivery import Delivery
 from app.worker.outbox import Outbox
@@ -40,9 +42,12 @@ def register(app: faust.App, settings: Settings, schemas: SchemaSet, topology: T
     # ends once, completed or timed out, never both.
     @app.agent(source, concurrency=1, name="wait_groups")
     async def count(stream: faust.StreamT[bytes]) -> None:
-        async with Outbox(settings.bootstrap, timeout_s=settings.publish_timeout_s) as outbox:
-            async for event in stream.events():
-                key = event.key
+        async with (
+            Outbox(settings.bootstrap, timeout_s=settings.publish_timeout_s) as outbox,
+            intake.Intake(app, settings) as records,
+        ):
+            async for event in records.events(stream):
+                key = cast(bytes, event.key)  # raw keys (intake.RAW)
                 command = decoded(command_schema, event.value, topology.wait_group_events)
                 if command is None:
                     continue
