@@ -10,12 +10,13 @@ from typing import Any
 
 import yaml
 
+from app.analytics.spec import TableSpec, parse_tables
 from app.errors import ConfigError
 from app.rules import Rule, parse_rules, rules_version
 
 SLUG = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 KAFKA_NAME = re.compile(r"[A-Za-z0-9._-]{1,200}")
-KNOWN_KEYS = {"description", "kafka_topic", "endpoint", "audiences", "rules"}
+KNOWN_KEYS = {"description", "kafka_topic", "endpoint", "audiences", "rules", "tables"}
 # Dialect endpoints without a topic in their path; a topic file claims one with `endpoint:`.
 ENDPOINTS = ("usage", "analytics", "gamification", "segment")
 AUDIENCE = re.compile(r"[a-z][a-z0-9_]{0,31}")
@@ -31,6 +32,7 @@ class TopicSpec:
     endpoint: str | None = None
     # audience -> event types registered for it; empty means any audience and any type.
     audiences: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    tables: tuple[TableSpec, ...] = ()  # windowed tables for analysts (app/analytics/)
 
 
 class Catalog(Mapping[str, TopicSpec]):
@@ -73,7 +75,20 @@ class Catalog(Mapping[str, TopicSpec]):
                     f"{folder}: topics {other!r} and {spec.slug!r} both claim endpoint {spec.endpoint!r}",
                     field="endpoint",
                 )
+        tables: dict[str, str] = {}
+        for spec in specs:
+            for table in spec.tables:
+                other = tables.setdefault(table.name, spec.slug)
+                if other != spec.slug:
+                    raise ConfigError(
+                        f"{folder}: topics {other!r} and {spec.slug!r} both declare table {table.name!r}",
+                        field="tables.name",
+                    )
         return cls({spec.slug: spec for spec in specs})
+
+    def tables(self) -> dict[str, TableSpec]:
+        """Every windowed table, by name (names are unique across topics)."""
+        return {table.name: table for spec in self._specs.values() for table in spec.tables}
 
     def for_endpoint(self, endpoint: str) -> TopicSpec | None:
         """The topic a slug-less dialect endpoint writes to, if a topic file claims it."""
@@ -117,6 +132,7 @@ def load_topic(path: Path) -> TopicSpec:
         description=description,
         rules=parse_rules(raw.get("rules"), source=str(path)),
         rules_version=rules_version(raw.get("rules") or []),
+        tables=parse_tables(raw.get("tables"), slug=slug, source=str(path)),
     )
 
 
