@@ -1,4 +1,4 @@
-"""The `sluice` command line: up | kafka | producer | worker | tail | simulate | bench | hash-key."""
+"""The `sluice` command line: up | kafka | producer | worker | tail | query | simulate | bench | hash-key."""
 
 from __future__ import annotations
 
@@ -35,6 +35,16 @@ def _parser() -> argparse.ArgumentParser:
     tail.add_argument("--from-beginning", action="store_true", help="start at the oldest record")
     tail.add_argument("--max", type=int, help="exit after this many records")
     tail.add_argument("--timeout", type=float, help="exit after this many seconds without a record")
+    query = commands.add_parser("query", help="query a windowed table through the producer's HTTP API")
+    query.add_argument("table", help="table name (GET /tables lists them)")
+    query.add_argument("--key", help="group key: the value, or a JSON array with several group_by fields")
+    query.add_argument("--from", dest="start", help="ISO 8601 time or epoch ms: windows ending after it")
+    query.add_argument("--to", dest="end", help="ISO 8601 time or epoch ms: windows starting before it")
+    query.add_argument("--top", type=int, help="the N keys of highest value in one window (--window, default now)")
+    query.add_argument("--window", help="with --top: a time in the window (ISO 8601 or epoch ms)")
+    query.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    query.add_argument("--url", help="producer URL (default http://SLUICE_PRODUCER_HOST:SLUICE_PRODUCER_PORT)")
+    query.add_argument("--api-key", help="API key (default: the first of SLUICE_API_KEYS)")
     bench = commands.add_parser("bench", help="benchmarks: `sluice bench ingest`, `sluice bench pipeline`")
     bench.add_argument("what", choices=["ingest", "pipeline"])
     bench.add_argument("--events", type=int, default=100_000, help="events per endpoint; pipeline: pre-loaded events")
@@ -118,6 +128,11 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         from app.tail import tail
 
         return asyncio.run(tail(settings, args.stream, args.from_beginning, args.max, args.timeout))
+    if args.command == "query":
+        from app.query import Query, query
+
+        request = Query(args.table, args.key, args.start, args.end, args.top, args.window, args.format)
+        return asyncio.run(query(settings, request, args.url, args.api_key))
     if args.command == "bench":
         from app.bench import bench_ingest, bench_pipeline
 

@@ -61,6 +61,11 @@ class Settings:
     effect_timeout_s: float = _setting(5.0, "How long the gamification endpoints wait for effects before a 202.")
     dedupe_window_s: int = _setting(7 * 24 * 3600, "How long an event id is remembered for deduplication.")
     log_level: str = _setting("info", "debug, info, warning or error.")
+    analytics_workers: str = _setting(
+        "", "Worker web URLs the producer asks where table partitions live (a,b); empty: the worker host and port."
+    )
+    analytics_query_timeout_s: float = _setting(5.0, "How long a table query waits for the workers before a 503.")
+    analytics_sweep_s: float = _setting(10.0, "How often the worker deletes windows past their retention.")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -100,6 +105,12 @@ class Settings:
     def kafka_topic(self, name: str) -> str:
         """The Kafka topic name of a logical stream, inside this deployment's namespace."""
         return f"{self.namespace}.{name}" if self.namespace else name
+
+    @property
+    def worker_urls(self) -> list[str]:
+        """Where the producer asks the workers about windowed tables."""
+        given = [url.strip().rstrip("/") for url in self.analytics_workers.split(",") if url.strip()]
+        return given or [f"http://{self.worker_host}:{self.worker_port}"]
 
     @property
     def group_id(self) -> str:

@@ -37,6 +37,7 @@ class Topology:
     partitions: int
     replication_factor: int
     tenants: frozenset[str] = frozenset()
+    late: tuple[str, ...] = ()  # late topics of windowed tables
 
     @classmethod
     def of(cls, settings: Settings, catalog: Catalog, tenants: frozenset[str] = frozenset()) -> Topology:
@@ -48,6 +49,7 @@ class Topology:
             partitions=settings.partitions,
             replication_factor=settings.replication_factor,
             tenants=tenants,
+            late=tuple(sorted({settings.kafka_topic(t.late_topic) for t in catalog.tables().values() if t.late_topic})),
         )
 
     def tenant_dead_letters(self, tenant: str) -> str:
@@ -56,7 +58,7 @@ class Topology:
     @property
     def all_topics(self) -> list[str]:
         dlqs = [self.tenant_dead_letters(tenant) for tenant in sorted(self.tenants)]
-        return [*self.events.values(), self.effects, self.replies, self.dead_letters, *dlqs]
+        return [*self.events.values(), self.effects, self.replies, self.dead_letters, *dlqs, *self.late]
 
     def slug_of(self, kafka_topic: str) -> str | None:
         for slug, name in self.events.items():

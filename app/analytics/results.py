@@ -81,28 +81,26 @@ def to_csv(table: TableSpec, rows: Sequence[dict[str, Any]]) -> str:
     return out.getvalue()
 
 
-def to_text(table: TableSpec, rows: Sequence[dict[str, Any]]) -> str:
-    """A table for a terminal: aligned columns, numbers to the right."""
-    cells = [columns(table)] + [[_cell(v) for v in _flat(table, row)] for row in rows]
+def text_table(csv_text: str) -> str:
+    """CSV as a table for a terminal: aligned columns, numbers to the right."""
+    cells = list(csv.reader(io.StringIO(csv_text)))
+    if not cells:
+        return ""
     widths = [max(len(line[i]) for line in cells) for i in range(len(cells[0]))]
-    numeric_from = len(table.group_by) + 2
     lines = []
     for index, line in enumerate(cells):
-        parts = [
-            c.rjust(w) if i >= numeric_from and index else c.ljust(w)
-            for i, (c, w) in enumerate(zip(line, widths, strict=True))
-        ]
+        parts = [c.rjust(w) if index and _is_number(c) else c.ljust(w) for c, w in zip(line, widths, strict=True)]
         lines.append("  ".join(parts).rstrip())
         if index == 0:
             lines.append("  ".join("-" * w for w in widths))
-    if not rows:
+    if len(cells) == 1:
         lines.append("(no windows)")
     return "\n".join(lines) + "\n"
 
 
-def _cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.6g}" if not value.is_integer() else str(int(value))
-    return str(value)
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True

@@ -24,7 +24,7 @@ from app.errors import (
     Unavailable,
     UnsupportedMediaType,
 )
-from app.producer import openapi
+from app.producer import openapi, tables
 from app.producer.publisher import Publisher
 from app.producer.replies import Replies, gather_effects
 from app.schemas import SchemaSet
@@ -257,6 +257,7 @@ def create_app(settings: Settings, context: Context) -> web.Application:
     app.router.add_post("/rules/simulate", simulate_rules)
     app.router.add_get("/health", health)
     app.router.add_get("/openapi.json", openapi_document)
+    tables.add_routes(app, settings, context.catalog.tables(), authenticate)
     return app
 
 

@@ -12,7 +12,7 @@ from app.schemas import SchemaSet
 from app.settings import Settings
 from app.topics import Catalog
 from app.topology import Topology, ensure_topics
-from app.worker import agents
+from app.worker import agents, analytics
 from app.worker.rulebook import Rulebook
 
 
@@ -43,6 +43,7 @@ def build_app(settings: Settings) -> faust.App:
     )
     rulebook = Rulebook(settings.topics_dir, catalog)
     agents.register(app, settings, rulebook, schemas, topology)
+    analytics.register(app, settings, catalog, schemas, topology)
 
     async def reload_on_sighup() -> None:
         # mode's worker takes SIGINT, SIGTERM, SIGUSR1 and SIGUSR2; SIGHUP is ours.

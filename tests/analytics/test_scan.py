@@ -8,7 +8,7 @@ from rocksdict import Rdict
 
 from app.analytics.aggregate import Aggregate
 from app.analytics.engine import encode_row
-from app.analytics.results import merge, to_csv, to_text, to_wire, top, windows
+from app.analytics.results import merge, text_table, to_csv, to_wire, top, windows
 from app.analytics.rows import row_key
 from app.analytics.scan import window_keys, windows_in, windows_of
 from app.analytics.spec import TableSpec, WindowSpec
@@ -65,6 +65,6 @@ def test_partials_merge_rank_and_render() -> None:
         "type,data.page,window_start,window_end,sum,events",
         "click,about,1970-01-01T00:00:00Z,1970-01-01T00:00:01Z,1,1",
     ]
-    text = to_text(SPEC, rows).splitlines()
+    text = text_table(to_csv(SPEC, rows)).splitlines()
     assert text[0].split() == ["type", "data.page", "window_start", "window_end", "sum", "events"]
     assert text[2].split() == ["click", "about", "1970-01-01T00:00:00Z", "1970-01-01T00:00:01Z", "1", "1"]
