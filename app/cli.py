@@ -45,14 +45,16 @@ def _parser() -> argparse.ArgumentParser:
     query.add_argument("--format", choices=["table", "json", "csv"], default="table")
     query.add_argument("--url", help="producer URL (default http://SLUICE_PRODUCER_HOST:SLUICE_PRODUCER_PORT)")
     query.add_argument("--api-key", help="API key (default: the first of SLUICE_API_KEYS)")
-    bench = commands.add_parser("bench", help="benchmarks: `sluice bench ingest`, `sluice bench pipeline`")
-    bench.add_argument("what", choices=["ingest", "pipeline"])
+    bench = commands.add_parser("bench", help="benchmarks: `sluice bench ingest|pipeline|analytics`")
+    bench.add_argument("what", choices=["ingest", "pipeline", "analytics"])
     bench.add_argument("--events", type=int, default=100_000, help="events per endpoint; pipeline: pre-loaded events")
     bench.add_argument("--batch", type=int, default=500, help="events per request")
     bench.add_argument("--connections", type=int, default=8, help="concurrent keep-alive connections")
     bench.add_argument("--endpoints", default="usage,analytics,segment", help="usage, analytics, segment")
     bench.add_argument("--rate", type=float, default=1000, help="pipeline: steady events/s of the latency phase")
     bench.add_argument("--seconds", type=float, default=20, help="pipeline: length of the latency phase")
+    bench.add_argument("--windows", type=int, default=1_000_000, help="analytics: windows of the queried table")
+    bench.add_argument("--queries", type=int, default=500, help="analytics: queries of each kind")
     simulate = commands.add_parser("simulate", help="run events through a topic's rules; writes nothing")
     simulate.add_argument("topic", help="topic slug")
     simulate.add_argument("events", type=Path, help='JSON file of [{"type", "data", "occurred_at"}, ...]; - for stdin')
@@ -134,8 +136,10 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         request = Query(args.table, args.key, args.start, args.end, args.top, args.window, args.format)
         return asyncio.run(query(settings, request, args.url, args.api_key))
     if args.command == "bench":
-        from app.bench import bench_ingest, bench_pipeline
+        from app.bench import bench_analytics, bench_ingest, bench_pipeline
 
+        if args.what == "analytics":
+            return asyncio.run(bench_analytics(settings, args.events, args.windows, args.queries))
         if args.what == "pipeline":
             return asyncio.run(bench_pipeline(settings, args.events, args.rate, args.seconds))
         endpoints = [name.strip() for name in args.endpoints.split(",") if name.strip()]

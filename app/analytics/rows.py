@@ -16,6 +16,7 @@ SEP = b"\x00"
 # NUL or 0x01, so a group key never contains a separator and group key + 0x01 sorts after its rows.
 ROW = b"w\x00"
 META = b"m\x00"
+AFTER_GROUP = b"\x01"  # table prefix + group + AFTER_GROUP: the first key after that group's rows
 _START = struct.Struct(">Q")
 _BIAS = 1 << 63  # signed milliseconds sort as unsigned big-endian
 
@@ -31,16 +32,19 @@ def key_prefix(tenant: str, table: TableSpec, group: GroupKey) -> bytes:
 
 
 def row_key(tenant: str, table: TableSpec, group: GroupKey, start_ms: int) -> bytes:
-    return key_prefix(tenant, table, group) + _START.pack(start_ms + _BIAS)
+    return key_prefix(tenant, table, group) + window_suffix(start_ms)
+
+
+def window_suffix(start_ms: int) -> bytes:
+    return _START.pack(start_ms + _BIAS)
 
 
 def encode_group(group: GroupKey) -> bytes:
     return orjson.dumps(list(group))
 
 
-def after_group(prefix: bytes) -> bytes:
-    """The first key after every row of the group key whose prefix (ending in SEP) is given."""
-    return prefix[:-1] + b"\x01"
+def decode_group(raw: bytes) -> GroupKey:
+    return tuple(orjson.loads(raw))
 
 
 def parse_row_key(key: bytes) -> tuple[str, str, str, GroupKey, int]:
@@ -48,7 +52,7 @@ def parse_row_key(key: bytes) -> tuple[str, str, str, GroupKey, int]:
     body = key[len(ROW) :]
     tenant, topic, table, rest = body.split(SEP, 3)
     group, start = rest[:-9], rest[-8:]
-    return tenant.decode(), topic.decode(), table.decode(), tuple(orjson.loads(group)), _START.unpack(start)[0] - _BIAS
+    return tenant.decode(), topic.decode(), table.decode(), decode_group(group), _START.unpack(start)[0] - _BIAS
 
 
 def start_of(key: bytes) -> int:

@@ -7,7 +7,17 @@ from typing import Any
 
 from app.analytics.aggregate import Aggregate
 from app.analytics.engine import decode_row
-from app.analytics.rows import GroupKey, after_group, key_prefix, parse_row_key, row_key, table_prefix
+from app.analytics.rows import (
+    AFTER_GROUP,
+    SEP,
+    GroupKey,
+    decode_group,
+    key_prefix,
+    parse_row_key,
+    row_key,
+    table_prefix,
+    window_suffix,
+)
 from app.analytics.spec import TableSpec
 
 Partial = tuple[GroupKey, int, Aggregate]  # group key, window start, this partition's aggregate
@@ -42,17 +52,20 @@ def window_keys(db: Any, tenant: str, table: TableSpec, start_ms: int) -> list[P
     to skip past its other windows, so the cost grows with the keys, not the windows.
     """
     prefix = table_prefix(tenant, table)
+    suffix = SEP + window_suffix(start_ms)
     out = []
     it = db.iter()
     it.seek(prefix)
-    while it.valid() and it.key().startswith(prefix):
-        _, _, _, group, _ = parse_row_key(it.key())
-        group_prefix = key_prefix(tenant, table, group)
-        wanted = row_key(tenant, table, group, start_ms)
+    while it.valid():
+        key = it.key()
+        if not key.startswith(prefix):
+            break
+        group = key[len(prefix) : -len(suffix)]  # the encoded group key, between the prefix and SEP + start
+        wanted = prefix + group + suffix
         it.seek(wanted)
         if it.valid() and it.key() == wanted:
-            out.append((group, start_ms, decode_row(it.value())[1]))
-        it.seek(after_group(group_prefix))
+            out.append((decode_group(group), start_ms, decode_row(it.value())[1]))
+        it.seek(prefix + group + AFTER_GROUP)
     return out
 
 

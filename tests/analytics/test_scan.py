@@ -9,7 +9,8 @@ from rocksdict import Rdict
 from app.analytics.aggregate import Aggregate
 from app.analytics.engine import encode_row
 from app.analytics.results import merge, text_table, to_csv, to_wire, top, windows
-from app.analytics.rows import row_key
+from app.analytics.retention import expired_rows
+from app.analytics.rows import parse_row_key, row_key
 from app.analytics.scan import window_keys, windows_in, windows_of
 from app.analytics.spec import TableSpec, WindowSpec
 
@@ -68,3 +69,33 @@ def test_partials_merge_rank_and_render() -> None:
     text = text_table(to_csv(SPEC, rows)).splitlines()
     assert text[0].split() == ["type", "data.page", "window_start", "window_end", "sum", "events"]
     assert text[2].split() == ["click", "about", "1970-01-01T00:00:00Z", "1970-01-01T00:00:01Z", "1", "1"]
+
+
+def test_the_retention_sweep_goes_round_in_budgets_and_names_expired_and_orphan_rows(tmp_path: Path) -> None:
+    db = Rdict(str(tmp_path / "db"))
+    short = TableSpec("short", "web", WindowSpec(1000, 1000), "count", None, ("type",), 0, 1000)
+    gone = TableSpec("gone", "web", WindowSpec(1000, 1000), "count", None, ("type",), 0, 10**9)
+    now = 10_000
+    fill(
+        db,
+        {
+            ("acme", short, ("a",), 7000): aggregate(1),  # ends at 8000: expired at 9000
+            ("acme", short, ("a",), 8500): aggregate(1),  # ends at 9500: kept until 10,500
+            ("acme", short, ("b",), 1000): aggregate(1),
+            ("acme", gone, ("a",), 9000): aggregate(1),  # its table is no longer declared
+            ("acme", SPEC, ("a",), 0): aggregate(1),
+        },
+    )
+    tables = {"short": short, "clicks": SPEC}
+    doomed: list[bytes] = []
+    cursor = b""
+    for _ in range(3):  # budgets of 2 over 5 rows: round once
+        keys, cursor = expired_rows(db, cursor, budget=2, tables=tables, now_ms=now)
+        doomed += keys
+    assert sorted(parse_row_key(k)[2:] for k in doomed) == [
+        ("gone", ("a",), 9000),
+        ("short", ("a",), 7000),
+        ("short", ("b",), 1000),
+    ]
+    assert cursor == b"w\x00"  # back at the start
+    db.close()

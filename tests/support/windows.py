@@ -28,11 +28,11 @@ def event(tenant: str, user: str, at: datetime, kind: str, **data: Any) -> Envel
     )
 
 
-def reference(events: Iterable[Envelope], spec: TableSpec, now_ms: int | None = None) -> tuple[Windows, int]:
+def reference(events: Iterable[Envelope], spec: TableSpec, now_ms: int | None = None) -> tuple[Windows, list[Envelope]]:
     """Events of ONE partition in order -> the values each window counted, and the events late for some window."""
     windows: Windows = {}
     stream_time = -(10**18)
-    late = 0
+    late: list[Envelope] = []
     size, step = spec.window.size_ms, spec.window.step_ms
     for event in events:
         t = int((event.occurred_at - EPOCH).total_seconds() * 1000)
@@ -50,7 +50,8 @@ def reference(events: Iterable[Envelope], spec: TableSpec, now_ms: int | None = 
                 was_late = True
                 continue
             windows.setdefault((group, start), []).append(value)
-        late += was_late
+        if was_late:
+            late.append(event)
     return windows, late
 
 
