@@ -65,7 +65,7 @@ class Aggregate:
     def to_json(self) -> dict[str, Any]:
         body: dict[str, Any] = {"n": self.count, "s": self.total, "lo": self.low, "hi": self.high}
         if self.users is not None:
-            body["u"] = sorted(self.users)
+            body["u"] = list(self.users)  # unsorted: sorting thousands of users per batch showed in profiles
         elif self.distinct:
             body["d"] = self.distinct
         return body
