@@ -9,7 +9,7 @@ INSTALLED := $(VENV)/.installed
 KAFKA_JARS := $(VENV)/.kafka-jars
 export SLUICE_API_KEYS ?= dev_key_123:dev
 
-.PHONY: run test lint unit integration bench-ingest bench-pipeline bench-delivery clean
+.PHONY: run test lint unit integration bench-ingest bench-pipeline bench-delivery bench-analytics clean
 
 run: $(INSTALLED) $(KAFKA_JARS)
 	$(BIN)/sluice up
@@ -37,6 +37,11 @@ bench-pipeline: $(INSTALLED) $(KAFKA_JARS)
 # SSE fan-out (10 streams x 20,000 effects) and webhook deliveries per second to a local receiver.
 bench-delivery: $(INSTALLED) $(KAFKA_JARS)
 	$(BIN)/sluice bench delivery --events 20000 --subscribers 10
+
+# Starts its own broker (unless KAFKA_BOOTSTRAP_SERVERS): one worker over 50,000 pre-loaded orders with no
+# windowed table, then with three (events/s); then point and top query p50/p99 on a table of 1,000,000 windows.
+bench-analytics: $(INSTALLED) $(KAFKA_JARS)
+	$(BIN)/sluice bench analytics --events 50000
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check app tests

@@ -1,4 +1,4 @@
-"""The `sluice` command line: up | kafka | producer | worker | deliver | replay | tail | simulate | bench | hash-key."""
+"""The `sluice` command: up, kafka, producer, worker, deliver, replay, tail, query, simulate, bench, hash-key."""
 
 from __future__ import annotations
 
@@ -39,8 +39,18 @@ def _parser() -> argparse.ArgumentParser:
     tail.add_argument("--from-beginning", action="store_true", help="start at the oldest record")
     tail.add_argument("--max", type=int, help="exit after this many records")
     tail.add_argument("--timeout", type=float, help="exit after this many seconds without a record")
-    bench = commands.add_parser("bench", help="benchmarks: `sluice bench ingest|pipeline|delivery`")
-    bench.add_argument("what", choices=["ingest", "pipeline", "delivery"])
+    query = commands.add_parser("query", help="query a windowed table through the producer's HTTP API")
+    query.add_argument("table", help="table name (GET /tables lists them)")
+    query.add_argument("--key", help="group key: the value, or a JSON array with several group_by fields")
+    query.add_argument("--from", dest="start", help="ISO 8601 time or epoch ms: windows ending after it")
+    query.add_argument("--to", dest="end", help="ISO 8601 time or epoch ms: windows starting before it")
+    query.add_argument("--top", type=int, help="the N keys of highest value in one window (--window, default now)")
+    query.add_argument("--window", help="with --top: a time in the window (ISO 8601 or epoch ms)")
+    query.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    query.add_argument("--url", help="producer URL (default http://SLUICE_PRODUCER_HOST:SLUICE_PRODUCER_PORT)")
+    query.add_argument("--api-key", help="API key (default: the first of SLUICE_API_KEYS)")
+    bench = commands.add_parser("bench", help="benchmarks: `sluice bench ingest|pipeline|delivery|analytics`")
+    bench.add_argument("what", choices=["ingest", "pipeline", "delivery", "analytics"])
     bench.add_argument("--events", type=int, default=100_000, help="events per endpoint; pipeline: pre-loaded events")
     bench.add_argument("--batch", type=int, default=500, help="events per request")
     bench.add_argument("--connections", type=int, default=8, help="concurrent keep-alive connections")
@@ -48,6 +58,8 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--rate", type=float, default=1000, help="pipeline: steady events/s of the latency phase")
     bench.add_argument("--seconds", type=float, default=20, help="pipeline: length of the latency phase")
     bench.add_argument("--subscribers", type=int, default=10, help="delivery: concurrent SSE streams")
+    bench.add_argument("--windows", type=int, default=1_000_000, help="analytics: windows of the queried table")
+    bench.add_argument("--queries", type=int, default=500, help="analytics: queries of each kind")
     simulate = commands.add_parser("simulate", help="run events through a topic's rules; writes nothing")
     simulate.add_argument("topic", help="topic slug")
     simulate.add_argument("events", type=Path, help='JSON file of [{"type", "data", "occurred_at"}, ...]; - for stdin')
@@ -131,11 +143,18 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         from app.tail import tail
 
         return asyncio.run(tail(settings, args.stream, args.from_beginning, args.max, args.timeout))
+    if args.command == "query":
+        from app.query import Query, query
+
+        request = Query(args.table, args.key, args.start, args.end, args.top, args.window, args.format)
+        return asyncio.run(query(settings, request, args.url, args.api_key))
     if args.command == "bench":
-        from app.bench import bench_delivery, bench_ingest, bench_pipeline
+        from app.bench import bench_analytics, bench_delivery, bench_ingest, bench_pipeline
 
         if args.what == "delivery":
             return asyncio.run(bench_delivery(settings, args.events, args.subscribers))
+        if args.what == "analytics":
+            return asyncio.run(bench_analytics(settings, args.events, args.windows, args.queries))
         if args.what == "pipeline":
             return asyncio.run(bench_pipeline(settings, args.events, args.rate, args.seconds))
         endpoints = [name.strip() for name in args.endpoints.split(",") if name.strip()]

@@ -70,6 +70,11 @@ class Settings:
     )
     webhook_backoff_base_s: float = _setting(0.5, "Longest wait before the first webhook retry; doubles each time.")
     webhook_backoff_max_s: float = _setting(60.0, "Longest wait between two webhook retries.")
+    analytics_workers: str = _setting(
+        "", "Worker web URLs the producer asks where table partitions live (a,b); empty: the worker host and port."
+    )
+    analytics_query_timeout_s: float = _setting(5.0, "How long a table query waits for the workers before a 503.")
+    analytics_sweep_s: float = _setting(10.0, "How often the worker deletes windows past their retention.")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -109,6 +114,12 @@ class Settings:
     def kafka_topic(self, name: str) -> str:
         """The Kafka topic name of a logical stream, inside this deployment's namespace."""
         return f"{self.namespace}.{name}" if self.namespace else name
+
+    @property
+    def worker_urls(self) -> list[str]:
+        """Where the producer asks the workers about windowed tables."""
+        given = [url.strip().rstrip("/") for url in self.analytics_workers.split(",") if url.strip()]
+        return given or [f"http://{self.worker_host}:{self.worker_port}"]
 
     @property
     def group_id(self) -> str:

@@ -12,13 +12,14 @@ from typing import Any
 
 import yaml
 
+from app.analytics.spec import TableSpec, parse_tables
 from app.delivery.subscription import Subscription, parse_subscription
 from app.errors import ConfigError, ValidationError
 from app.rules import Rule, parse_rules, rules_version
 
 SLUG = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 KAFKA_NAME = re.compile(r"[A-Za-z0-9._-]{1,200}")
-KNOWN_KEYS = {"description", "kafka_topic", "endpoint", "audiences", "rules", "subscriptions"}
+KNOWN_KEYS = {"description", "kafka_topic", "endpoint", "audiences", "rules", "subscriptions", "tables"}
 # Dialect endpoints without a topic in their path; a topic file claims one with `endpoint:`.
 ENDPOINTS = ("usage", "analytics", "gamification", "segment")
 AUDIENCE = re.compile(r"[a-z][a-z0-9_]{0,31}")
@@ -36,6 +37,7 @@ class TopicSpec:
     audiences: Mapping[str, frozenset[str]] = field(default_factory=dict)
     # Declared subscriptions to this topic's events or effects, each for one tenant.
     subscriptions: tuple[Subscription, ...] = ()
+    tables: tuple[TableSpec, ...] = ()  # windowed tables for analysts (app/analytics/)
 
 
 class Catalog(Mapping[str, TopicSpec]):
@@ -87,12 +89,25 @@ class Catalog(Mapping[str, TopicSpec]):
                         f"{folder}: subscription {sub.name!r} of tenant {sub.tenant!r} is declared twice",
                         field="subscriptions",
                     )
+        tables: dict[str, str] = {}
+        for spec in specs:
+            for table in spec.tables:
+                other = tables.setdefault(table.name, spec.slug)
+                if other != spec.slug:
+                    raise ConfigError(
+                        f"{folder}: topics {other!r} and {spec.slug!r} both declare table {table.name!r}",
+                        field="tables.name",
+                    )
         return cls({spec.slug: spec for spec in specs})
 
     @property
     def subscriptions(self) -> tuple[Subscription, ...]:
         """Every subscription the topic files declare."""
         return tuple(sub for spec in self._specs.values() for sub in spec.subscriptions)
+
+    def tables(self) -> dict[str, TableSpec]:
+        """Every windowed table, by name (names are unique across topics)."""
+        return {table.name: table for spec in self._specs.values() for table in spec.tables}
 
     def for_endpoint(self, endpoint: str) -> TopicSpec | None:
         """The topic a slug-less dialect endpoint writes to, if a topic file claims it."""
@@ -137,6 +152,7 @@ def load_topic(path: Path) -> TopicSpec:
         rules=parse_rules(raw.get("rules"), source=str(path)),
         rules_version=rules_version(raw.get("rules") or []),
         subscriptions=_parse_subscriptions(raw.get("subscriptions"), slug, path),
+        tables=parse_tables(raw.get("tables"), slug=slug, source=str(path)),
     )
 
 

@@ -52,6 +52,7 @@ class Topology:
     scheduled: str = SCHEDULED
     wait_groups: str = WAIT_GROUPS
     wait_group_events: str = WAIT_GROUP_EVENTS
+    late: tuple[str, ...] = ()  # late topics of windowed tables
 
     @classmethod
     def of(cls, settings: Settings, catalog: Catalog, tenants: frozenset[str] = frozenset()) -> Topology:
@@ -66,6 +67,7 @@ class Topology:
             scheduled=settings.kafka_topic(SCHEDULED),
             wait_groups=settings.kafka_topic(WAIT_GROUPS),
             wait_group_events=settings.kafka_topic(WAIT_GROUP_EVENTS),
+            late=tuple(sorted({settings.kafka_topic(t.late_topic) for t in catalog.tables().values() if t.late_topic})),
         )
 
     def tenant_dead_letters(self, tenant: str) -> str:
@@ -82,7 +84,7 @@ class Topology:
     def all_topics(self) -> list[str]:
         dlqs = [self.tenant_dead_letters(tenant) for tenant in sorted(self.tenants)]
         own = [self.scheduled, self.wait_groups, self.wait_group_events]
-        return [*self.events.values(), self.effects, self.replies, self.dead_letters, *own, *dlqs]
+        return [*self.events.values(), self.effects, self.replies, self.dead_letters, *own, *dlqs, *self.late]
 
     def configs(self, topic: str) -> dict[str, str]:
         """Topic configs at creation. The producer re-reads these two from the start, so time-based

@@ -217,6 +217,28 @@ OPERATIONS: dict[tuple[str, str], Json] = {
         ),
         "parameters": [GROUP],
     },
+    ("GET", "/tables"): _op("The caller's windowed tables: definitions and late events", None, ("200", "tables")),
+    ("GET", "/tables/{name}"): {
+        **_op(
+            "Windows of a key (or of every key) overlapping [from, to); CSV with Accept: text/csv",
+            None,
+            ("200", "rows"),
+        ),
+        "parameters": [
+            {"name": "name", "in": "path", "required": True, "schema": STRING},
+            {"name": "key", "in": "query", "schema": STRING},
+            {"name": "from", "in": "query", "schema": STRING},
+            {"name": "to", "in": "query", "schema": STRING},
+        ],
+    },
+    ("GET", "/tables/{name}/top"): {
+        **_op("The n keys of highest value in one window; CSV with Accept: text/csv", None, ("200", "rows")),
+        "parameters": [
+            {"name": "name", "in": "path", "required": True, "schema": STRING},
+            {"name": "window", "in": "query", "schema": STRING},
+            {"name": "n", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
+        ],
+    },
     ("GET", "/health"): {"summary": "Liveness", "security": [], "responses": {"200": {"description": "ok"}}},
     ("GET", "/openapi.json"): {
         "summary": "This document",

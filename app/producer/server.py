@@ -25,7 +25,7 @@ from app.errors import (
     Unavailable,
     UnsupportedMediaType,
 )
-from app.producer import openapi
+from app.producer import openapi, tables
 from app.producer.mirror import Mirror
 from app.producer.publisher import Publisher
 from app.producer.replies import Replies, gather_effects
@@ -277,6 +277,7 @@ def create_app(settings: Settings, context: Context) -> web.Application:
 
     subscriptions.add_routes(app)
     control.add_routes(app)
+    tables.add_routes(app, settings, context.catalog.tables(), authenticate)
     return app
 
 

@@ -12,7 +12,7 @@ from app.schemas import SchemaSet
 from app.settings import Settings
 from app.topics import Catalog
 from app.topology import Topology, ensure_topics
-from app.worker import agents, scheduler, wait_groups
+from app.worker import agents, analytics, scheduler, wait_groups
 from app.worker.rulebook import Rulebook
 
 
@@ -45,6 +45,7 @@ def build_app(settings: Settings) -> faust.App:
     agents.register(app, settings, rulebook, schemas, topology)
     scheduler.register(app, settings, schemas, topology)
     wait_groups.register(app, settings, schemas, topology)
+    analytics.register(app, settings, catalog, schemas, topology)
 
     async def reload_on_sighup() -> None:
         # mode's worker takes SIGINT, SIGTERM, SIGUSR1 and SIGUSR2; SIGHUP is ours.
