@@ -20,6 +20,7 @@ from app.schemas import SchemaSet
 from app.settings import Settings
 from app.topology import Topology
 from app.worker import intake
+from app.worker.analytics import Windows
 from app.worker.outbox import Outbox
 from app.worker.rulebook import Rulebook
 from app.worker.sweep import Sweep
@@ -27,7 +28,15 @@ from app.worker.sweep import Sweep
 log = logging.getLogger(__name__)
 
 
-def register(app: faust.App, settings: Settings, rulebook: Rulebook, schemas: SchemaSet, topology: Topology) -> None:
+def register(
+    app: faust.App,
+    settings: Settings,
+    rulebook: Rulebook,
+    schemas: SchemaSet,
+    topology: Topology,
+    windows: Windows | None = None,
+) -> None:
+    """The rules agent; it also keeps the windowed tables (`windows`) of the events it reads."""
     events = intake.source(app, *topology.events.values(), partitions=topology.partitions)
     # One table for user records and dedupe entries: both land in the changelog
     # partition of the event at hand, in write order (see app/ledger.py).
@@ -57,12 +66,21 @@ def register(app: faust.App, settings: Settings, rulebook: Rulebook, schemas: Sc
                     by_partition.setdefault(event.message.partition, []).append(event)
                 for partition_events in by_partition.values():
                     apply_partition(partition_events, outbox)
+                    if windows is not None:
+                        runs: dict[str, list[EventT[bytes]]] = {}
+                        for event in partition_events:
+                            runs.setdefault(event.message.topic, []).append(event)
+                        for topic, run in runs.items():
+                            windows.apply(topic, run[0].message.partition, run, outbox)
                 changelog = table.changelog_topic.get_topic_name()
                 # Everything the batch wrote is in Kafka before the Intake commits its offsets.
-                for (topic, partition), offset in (await outbox.flush()).items():
+                flushed = await outbox.flush()
+                for (topic, partition), offset in flushed.items():
                     if topic == changelog:
                         # Where recovery resumes replaying the changelog into RocksDB.
                         cast(StoreT[bytes, bytes], table.data).set_persisted_offset(TP(topic, partition), offset)
+                if windows is not None:
+                    windows.flushed(flushed)
 
     def apply_partition(events: list[EventT[bytes]], outbox: Outbox) -> None:
         partition = events[0].message.partition

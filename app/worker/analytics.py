@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, cast
 
 import faust
@@ -31,16 +33,29 @@ JSON = "application/json"
 SWEEP_BUDGET = 20_000  # rows read per partition per sweep tick: a bounded pause of the event loop
 
 
-def register(app: faust.App, settings: Settings, catalog: Catalog, schemas: SchemaSet, topology: Topology) -> None:
-    """Add the agent, its table, the sweep and the query pages; nothing when no topic declares a table."""
+@dataclass(frozen=True)
+class Windows:
+    """The windowed tables' part of a batch: the rules agent applies each run of events of a
+    source partition here too, and writes the rows with its own, through one outbox.
+
+    Not an agent of its own: two agents on the same topics share the group's one committed
+    offset per partition, and one would commit past events the other has not applied.
+    """
+
+    apply: Callable[[str, int, list[EventT[bytes]], Outbox], None]  # (topic, partition, events, outbox)
+    flushed: Callable[[dict[tuple[str, int], int]], None]  # the outbox's flush: where recovery resumes
+
+
+def register(
+    app: faust.App, settings: Settings, catalog: Catalog, schemas: SchemaSet, topology: Topology
+) -> Windows | None:
+    """The table, the sweep and the query pages; None when no topic declares a table."""
     sources: dict[str, tuple[TableSpec, ...]] = {
         topology.events[slug]: spec.tables for slug, spec in catalog.items() if spec.tables
     }
     if not sources:
-        return
+        return None
     tables = catalog.tables()
-    raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
-    source = app.topic(*sources, partitions=topology.partitions, **raw)
     # Rows live in the partition of the events that made them (sources are keyed by user), so
     # a group key's windows are spread over partitions; queries gather and merge them.
     table = app.Table(
@@ -61,27 +76,19 @@ def register(app: faust.App, settings: Settings, catalog: Catalog, schemas: Sche
         name: str = table.changelog_topic.get_topic_name()
         return name
 
-    async def flush(outbox: Outbox) -> None:
-        for (topic, partition), offset in (await outbox.flush()).items():
+    def flushed(offsets: dict[tuple[str, int], int]) -> None:
+        for (topic, partition), offset in offsets.items():
             if topic == changelog():
                 # Where recovery resumes replaying the changelog into RocksDB.
                 cast(StoreT[bytes, bytes], store()).set_persisted_offset(TP(topic, partition), offset)
 
-    # Concurrency 1: faust can commit past an in-flight event otherwise (pitfall 1).
-    @app.agent(source, concurrency=1, name="analytics")
-    async def keep_windows(stream: faust.StreamT[bytes]) -> None:
-        take = stream.take_events  # type: ignore[attr-defined]  # missing from faust's StreamT
-        async with Outbox(settings.bootstrap, timeout_s=settings.publish_timeout_s) as outbox:
-            async for events in take(settings.worker_batch_size, within=settings.worker_batch_wait_s):
-                now_ms = epoch_ms(utcnow())
-                runs: dict[tuple[str, int], list[EventT[bytes]]] = {}
-                for event in events:
-                    runs.setdefault((event.message.topic, event.message.partition), []).append(event)
-                for (topic, partition), run in runs.items():
-                    apply_run(topic, partition, run, now_ms, outbox)
-                await flush(outbox)
+    async def flush(outbox: Outbox) -> None:
+        flushed(await outbox.flush())
 
-    def apply_run(topic: str, partition: int, events: list[EventT[bytes]], now_ms: int, outbox: Outbox) -> None:
+    def apply_run(topic: str, partition: int, events: list[EventT[bytes]], outbox: Outbox) -> None:
+        if topic not in sources:
+            return
+        now_ms = epoch_ms(utcnow())
         db = store()._db_for_partition(partition)  # the partition's rocksdict; faust has no public handle
         batch = Batch(db.get, topic, now_ms)
         for event in events:
@@ -181,3 +188,5 @@ def register(app: faust.App, settings: Settings, catalog: Catalog, schemas: Sche
                 for name, count in progress.late.get(tenant, {}).items():
                     counts[name] = counts.get(name, 0) + count
         return view.json({"partitions": partitions, "late": counts})
+
+    return Windows(apply_run, flushed)

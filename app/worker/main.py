@@ -42,10 +42,10 @@ def build_app(settings: Settings) -> faust.App:
         broker_heartbeat_interval=settings.worker_session_timeout_s / 5,
     )
     rulebook = Rulebook(settings.topics_dir, catalog)
-    agents.register(app, settings, rulebook, schemas, topology)
+    windows = analytics.register(app, settings, catalog, schemas, topology)
+    agents.register(app, settings, rulebook, schemas, topology, windows)
     scheduler.register(app, settings, schemas, topology)
     wait_groups.register(app, settings, schemas, topology)
-    analytics.register(app, settings, catalog, schemas, topology)
 
     async def reload_on_sighup() -> None:
         # mode's worker takes SIGINT, SIGTERM, SIGUSR1 and SIGUSR2; SIGHUP is ours.
