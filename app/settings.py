@@ -50,6 +50,9 @@ class Settings:
     worker_commit_interval_s: float = _setting(
         1.0, "How often the worker commits its consumer offsets; a crash replays at most this much, deduped."
     )
+    fetch_max_wait_ms: int = _setting(
+        100, "Longest a consumer's fetch waits at the broker for records: latency a quiet partition may add."
+    )
     api_keys: str = _setting("", "Development keys: key1:tenant1,key2:tenant2 (plain text).")
     keys_file: Path | None = _setting(None, "YAML file of SHA-256 hashed API keys (production).")
     topics_dir: Path = _setting(Path("topics"), "Folder of topic files (<slug>.yaml).")

@@ -58,6 +58,7 @@ class Dispatcher:
             # A new group starts at the oldest record; subscriptions skip what predates them.
             auto_offset_reset="earliest",
             session_timeout_ms=int(settings.worker_session_timeout_s * 1000),
+            fetch_max_wait_ms=settings.fetch_max_wait_ms,
         )
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -83,13 +83,18 @@ class StreamReader:
     or not, so a cursor never points back at a record a filter already passed over.
     """
 
-    def __init__(self, bootstrap: str, topic: str, stream: str, partitions: int, cache: DecodedCache) -> None:
+    def __init__(
+        self, bootstrap: str, topic: str, stream: str, partitions: int, cache: DecodedCache, *, fetch_max_wait_ms: int
+    ) -> None:
         self._topic = topic
         self._stream = stream
         self._parts = [TopicPartition(topic, p) for p in range(partitions)]
         self._cache = cache
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+            bootstrap_servers=bootstrap,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=fetch_max_wait_ms,
         )
         self.positions: dict[int, int] = {}
 

@@ -25,12 +25,16 @@ class Replies:
     a reply topic partitioned per producer is the next step if that ever costs too much.
     """
 
-    def __init__(self, bootstrap: str, topics: list[str], partitions: int, schemas: SchemaSet) -> None:
+    def __init__(
+        self, bootstrap: str, topics: list[str], partitions: int, schemas: SchemaSet, *, fetch_max_wait_ms: int
+    ) -> None:
         self._topics = topics
         self._partitions = partitions
         self._schemas = schemas
         self._waiting: dict[Key, list[asyncio.Future[dict[str, Any]]]] = {}
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=fetch_max_wait_ms
+        )
         self._reader: asyncio.Task[None] | None = None
 
     async def start(self) -> None:

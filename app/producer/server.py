@@ -297,7 +297,13 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None, stop:
     async with Publisher(
         settings.bootstrap, dead_letter_schema=schemas["dead_letter"], timeout_s=settings.publish_timeout_s
     ) as publisher:
-        replies = Replies(settings.bootstrap, [topology.effects, topology.replies], topology.partitions, schemas)
+        replies = Replies(
+            settings.bootstrap,
+            [topology.effects, topology.replies],
+            topology.partitions,
+            schemas,
+            fetch_max_wait_ms=settings.fetch_max_wait_ms,
+        )
         await replies.start()
         registry = Registry.of(settings, topology, schemas, catalog)
         await registry.start()

@@ -184,7 +184,12 @@ def _reader(request: web.Request, sub: Subscription) -> StreamReader:
     context = request.app[CONTEXT]
     topic = _kafka_topic(context, sub)
     return StreamReader(
-        context.settings.bootstrap, topic, sub.stream, context.topology.partitions, request.app[DECODED]
+        context.settings.bootstrap,
+        topic,
+        sub.stream,
+        context.topology.partitions,
+        request.app[DECODED],
+        fetch_max_wait_ms=context.settings.fetch_max_wait_ms,
     )
 
 

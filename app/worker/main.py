@@ -12,7 +12,7 @@ from app.schemas import SchemaSet
 from app.settings import Settings
 from app.topics import Catalog
 from app.topology import Topology, ensure_topics
-from app.worker import agents, analytics, scheduler, wait_groups
+from app.worker import agents, analytics, scheduler, transport, wait_groups
 from app.worker.rulebook import Rulebook
 
 
@@ -22,8 +22,9 @@ def build_app(settings: Settings) -> faust.App:
     topology = Topology.of(settings, catalog)
     datadir = (settings.data_dir / "worker").resolve()
     datadir.mkdir(parents=True, exist_ok=True)
-    app = faust.App(
+    app = transport.App(
         settings.group_id,
+        fetch_max_wait_ms=settings.fetch_max_wait_ms,
         broker=[f"kafka://{server}" for server in settings.bootstrap.split(",")],
         store="rocksdb://",
         datadir=str(datadir),
