@@ -50,6 +50,11 @@ class Settings:
     worker_commit_interval_s: float = _setting(
         1.0, "How often the worker commits its consumer offsets; a crash replays at most this much, deduped."
     )
+    worker_fetch_max_wait_ms: int = _setting(
+        1500,
+        "Longest the worker's fetch waits at the broker for records; faust's 1500 adds up to that to latency "
+        "(README, Performance).",
+    )
     fetch_max_wait_ms: int = _setting(
         100, "Longest a consumer's fetch waits at the broker for records: latency a quiet partition may add."
     )

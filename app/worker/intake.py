@@ -12,6 +12,7 @@ from types import TracebackType
 from typing import Any, cast
 
 import faust
+from aiokafka.errors import KafkaError
 from faust.streams import _current_event
 from faust.types import TP, EventT
 
@@ -44,8 +45,9 @@ class Intake:
     offset per partition, and the Intake's commits are the only ones for its topics.
     """
 
-    def __init__(self, app: faust.App, settings: Settings) -> None:
+    def __init__(self, app: faust.App, settings: Settings, source: faust.TopicT) -> None:
         self._app = app
+        self._topics = frozenset(source.topics)
         self._settings = settings
         self._progress = Progress()
         self._generation: int | None = None
@@ -110,15 +112,19 @@ class Intake:
             if message.generation_id != app.consumer_generation_id or message.tp not in assigned:
                 continue  # buffered before a rebalance: the partition's owner now applies it
             if message.generation_id != self._generation:
-                self._generation = message.generation_id
-                progress.reset()
-                self._uncommitted.clear()
+                self._enter(message.generation_id)
             if not progress.knows(message.tp):
                 progress.start(message.tp, await self._start_of(message.tp))
             if progress.admit(message.tp, message.offset) is Admission.NEXT:
                 admitted.append(event)
         await self._seek_back()
         return admitted
+
+    def _enter(self, generation: int) -> None:
+        # A new consumer generation: positions are read again from the committed offsets.
+        self._generation = generation
+        self._progress.reset()
+        self._uncommitted.clear()
 
     async def _start_of(self, tp: TP) -> int:
         # The committed offset, or the log's start for a new group (auto_offset_reset is
@@ -145,11 +151,36 @@ class Intake:
             await asyncio.sleep(self._progress.seek_every_s)
             async with self._lock:
                 await self._seek_back()
+                await self._seek_stuck()
                 if (
                     self._uncommitted
                     and time.monotonic() - self._committed_at >= self._settings.worker_commit_interval_s
                 ):
                     await self._commit()
+
+    async def _seek_stuck(self) -> None:
+        # Holes at a partition's end, which no later record reveals (Progress.stuck).
+        app = self._app
+        if app.rebalancing or app.in_recovery:
+            return
+        if app.consumer_generation_id != self._generation:
+            self._enter(app.consumer_generation_id)
+        fetched: dict[tuple[str, int], int] = {}
+        for tp in app.consumer.assignment():
+            if tp.topic not in self._topics:
+                continue
+            try:
+                if not self._progress.knows(tp):
+                    self._progress.start(tp, await self._start_of(tp))
+                position = await asyncio.wait_for(app.consumer.position(tp), timeout=1.0)
+            except (KafkaError, TimeoutError) as exc:  # it moved away, or has no position yet
+                log.debug("no position for %s[%d]: %r", *tp, exc)
+                continue
+            if position is not None:
+                fetched[tp] = position
+        for where, offset in self._progress.stuck(fetched, time.monotonic()):
+            log.info("%s[%d] was fetched past %d, which never came: seeking back", *where, offset)
+            await app.consumer.seek_wait({TP(*where): offset})
 
     async def _commit(self) -> None:
         # An interval, not every batch: a coordinator round trip per small batch cost more than

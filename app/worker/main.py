@@ -24,7 +24,7 @@ def build_app(settings: Settings) -> faust.App:
     datadir.mkdir(parents=True, exist_ok=True)
     app = transport.App(
         settings.group_id,
-        fetch_max_wait_ms=settings.fetch_max_wait_ms,
+        fetch_max_wait_ms=settings.worker_fetch_max_wait_ms,
         broker=[f"kafka://{server}" for server in settings.bootstrap.split(",")],
         store="rocksdb://",
         datadir=str(datadir),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 
 Partition = tuple[str, int]  # (topic, partition)
 
@@ -28,6 +29,7 @@ class Progress:
         self._next: dict[Partition, int] = {}
         self._beyond: dict[Partition, int] = {}  # the furthest record seen past a hole
         self._sought: dict[Partition, tuple[int, float]] = {}  # (position, when) of the last seek
+        self._still: dict[Partition, tuple[int, float]] = {}  # (position, since when) for `stuck`
         self.seek_every_s = seek_every_s
 
     def knows(self, partition: Partition) -> bool:
@@ -69,6 +71,29 @@ class Progress:
             due.append((partition, position))
         return due
 
+    def stuck(self, fetched: Mapping[Partition, int], now: float) -> list[tuple[Partition, int]]:
+        """The partitions to seek back although no record after a hole came: the consumer has
+        fetched past the next offset (`fetched`: its positions), and the next offset has not
+        moved for two `seek_every_s`.
+
+        faust also drops the last records of a partition, and when nothing is produced after
+        them no later record shows the hole (seen in issue 4: a SIGKILLed worker's successor
+        waited forever at offset 88 of two partitions). A seek that was not needed costs a
+        refetch; the records come again as OLD.
+        """
+        due = []
+        for partition, fetch_position in fetched.items():
+            if partition not in self._next:
+                continue
+            position = self._next[partition]
+            still = self._still.get(partition)
+            if still is None or still[0] != position or fetch_position <= position:
+                self._still[partition] = (position, now)
+            elif now - still[1] >= 2 * self.seek_every_s:
+                self._still[partition] = (position, now)
+                due.append((partition, position))
+        return due
+
     def position(self, partition: Partition) -> int:
         """The offset to commit: every record before it was applied here."""
         return self._next[partition]
@@ -78,3 +103,4 @@ class Progress:
         self._next.clear()
         self._beyond.clear()
         self._sought.clear()
+        self._still.clear()

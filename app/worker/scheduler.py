@@ -36,7 +36,7 @@ def register(app: faust.App, settings: Settings, schemas: SchemaSet, topology: T
     # Concurrency 1: the table is state (pitfall 1); commands of one key apply in their order.
     @app.agent(source, concurrency=1, name="scheduler")
     async def keep(stream: faust.StreamT[bytes]) -> None:
-        async with intake.Intake(app, settings) as records:
+        async with intake.Intake(app, settings, source) as records:
             async for event in records.events(stream):
                 key = cast(bytes, event.key)  # raw keys (intake.RAW)
                 command = decoded(command_schema, event.value, topology.scheduled)

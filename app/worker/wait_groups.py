@@ -44,7 +44,7 @@ def register(app: faust.App, settings: Settings, schemas: SchemaSet, topology: T
     async def count(stream: faust.StreamT[bytes]) -> None:
         async with (
             Outbox(settings.bootstrap, timeout_s=settings.publish_timeout_s) as outbox,
-            intake.Intake(app, settings) as records,
+            intake.Intake(app, settings, source) as records,
         ):
             async for event in records.events(stream):
                 key = cast(bytes, event.key)  # raw keys (intake.RAW)

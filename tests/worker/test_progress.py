@@ -56,3 +56,26 @@ def test_reset_forgets_every_partition() -> None:
     progress.start(P, 5)
     progress.reset()
     assert not progress.knows(P)
+
+
+def test_a_hole_at_the_tail_is_sought_back_once_the_position_stays_put() -> None:
+    progress = Progress(seek_every_s=1.0)
+    progress.start(P, 88)
+    # The consumer fetched up to 778, faust dropped 88..777, and nothing came after them.
+    assert progress.stuck({P: 778}, now=0.0) == []
+    assert progress.stuck({P: 778}, now=1.5) == []
+    assert progress.stuck({P: 778}, now=2.0) == [(P, 88)]
+    # Not again at once: the seek needs time to bring the records.
+    assert progress.stuck({P: 778}, now=2.5) == []
+    assert progress.stuck({P: 778}, now=4.0) == [(P, 88)]
+
+
+def test_a_partition_that_moves_on_or_has_nothing_fetched_is_not_stuck() -> None:
+    progress = Progress(seek_every_s=1.0)
+    progress.start(P, 10)
+    assert progress.stuck({P: 10}, now=0.0) == []
+    assert progress.stuck({P: 10}, now=5.0) == []  # nothing fetched beyond: a quiet partition
+    assert progress.stuck({P: 20}, now=5.0) == []
+    progress.admit(P, 10)
+    assert progress.stuck({P: 20}, now=6.5) == []  # it moved: the clock starts again
+    assert progress.stuck({P: 20}, now=8.5) == [(P, 11)]

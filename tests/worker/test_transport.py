@@ -10,7 +10,7 @@ from app.worker.main import build_app
 
 
 async def test_the_consumer_waits_as_long_as_the_setting_says(tmp_path: Path) -> None:
-    settings = Settings(kafka_bootstrap_servers="127.0.0.1:1", data_dir=tmp_path, fetch_max_wait_ms=37)
+    settings = Settings(kafka_bootstrap_servers="127.0.0.1:1", data_dir=tmp_path, worker_fetch_max_wait_ms=37)
     app = build_app(settings)
     # The aiokafka consumer faust's consumer thread would start; building it connects to nothing.
     thread = cast(Any, app.consumer)._thread
