@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from app import tasks
 from app.delivery.subscription import Subscription
 from app.errors import Conflict, NotFound, SchemaError, Unavailable
 from app.schemas import Schema, SchemaSet
@@ -66,10 +67,7 @@ class Registry:
         await self.sync()
 
     async def stop(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
+        await tasks.stop(self._reader)
         await self._consumer.stop()
         if self._producer is not None:
             await self._producer.stop()

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from app import tasks
 from app.command import Command
 from app.errors import SchemaError, Unavailable, ValidationError
 from app.schedule import Pending
@@ -54,10 +54,7 @@ class Mirror:
         self._reader = asyncio.create_task(self._read_forever(), name="sluice-mirror")
 
     async def stop(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
+        await tasks.stop(self._reader)
         await self._consumer.stop()
         await self._ends.stop()
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from app import tasks
 from app.errors import SchemaError
 from app.schemas import SchemaSet
 
@@ -49,10 +50,7 @@ class Replies:
         self._reader = asyncio.create_task(self._read(), name="sluice-replies")
 
     async def stop(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
+        await tasks.stop(self._reader)
         await self._consumer.stop()
 
     @contextlib.contextmanager
