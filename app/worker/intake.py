@@ -165,22 +165,24 @@ class Intake:
             return
         if app.consumer_generation_id != self._generation:
             self._enter(app.consumer_generation_id)
-        fetched: dict[tuple[str, int], int] = {}
-        for tp in app.consumer.assignment():
-            if tp.topic not in self._topics:
-                continue
-            try:
-                if not self._progress.knows(tp):
-                    self._progress.start(tp, await self._start_of(tp))
-                position = await asyncio.wait_for(app.consumer.position(tp), timeout=1.0)
-            except (KafkaError, TimeoutError) as exc:  # it moved away, or has no position yet
-                log.debug("no position for %s[%d]: %r", *tp, exc)
-                continue
-            if position is not None:
-                fetched[tp] = position
+        ours = [tp for tp in app.consumer.assignment() if tp.topic in self._topics]
+        # Asked all at once: the batch lock is held meanwhile, and each is a consumer-thread round trip.
+        positions = await asyncio.gather(*(self._fetch_position(tp) for tp in ours))
+        fetched: dict[tuple[str, int], int] = {
+            tp: position for tp, position in zip(ours, positions, strict=True) if position is not None
+        }
         for where, offset in self._progress.stuck(fetched, time.monotonic()):
             log.info("%s[%d] was fetched past %d, which never came: seeking back", *where, offset)
             await app.consumer.seek_wait({TP(*where): offset})
+
+    async def _fetch_position(self, tp: TP) -> int | None:
+        try:
+            if not self._progress.knows(tp):
+                self._progress.start(tp, await self._start_of(tp))
+            return await asyncio.wait_for(self._app.consumer.position(tp), timeout=1.0)
+        except (KafkaError, TimeoutError) as exc:  # it moved away, or has no position yet
+            log.debug("no position for %s[%d]: %r", *tp, exc)
+            return None
 
     async def _commit(self) -> None:
         # An interval, not every batch: a coordinator round trip per small batch cost more than
