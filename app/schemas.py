@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from app.errors import ConfigError, SchemaError
 # .avsc files can pick the schema from those 8 bytes; no registry service.
 MARKER = b"\xc3\x01"
 HEADER_SIZE = len(MARKER) + 8
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,24 +28,82 @@ class Schema:
     name: str
     parsed: Any
     fingerprint: bytes
+    # fastavro's logical-type conversions cost more than the rest of a decode (an event: 21 µs
+    # against 9), so the schema's top-level timestamp-millis fields are converted here instead,
+    # with the logical types stripped from `plain`. A schema with other logical types keeps them.
+    plain: Any = None
+    timestamps: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, name: str, declared: Any) -> Schema:
+        parsed = fastavro.parse_schema(declared)
+        timestamps = _top_level_timestamps(declared)
+        if timestamps is None:
+            return cls(name, parsed, fingerprint_of(parsed), parsed, ())
+        plain = fastavro.parse_schema(_without_logical_types(declared))
+        return cls(name, parsed, fingerprint_of(parsed), plain, timestamps)
 
     def encode(self, record: Mapping[str, Any]) -> bytes:
         out = io.BytesIO()
         out.write(MARKER)
         out.write(self.fingerprint)
-        fastavro.schemaless_writer(out, self.parsed, record)
+        if self.timestamps:
+            record = dict(record)
+            for name in self.timestamps:
+                moment = record.get(name)
+                if isinstance(moment, datetime):
+                    record[name] = to_millis(moment)
+        fastavro.schemaless_writer(out, self.plain, record)
         return out.getvalue()
 
     def decode(self, data: bytes) -> dict[str, Any]:
         if data[:2] != MARKER or data[2:HEADER_SIZE] != self.fingerprint:
             raise SchemaError(f"record is not single-object encoded with schema {self.name}")
         try:
-            record = fastavro.schemaless_reader(io.BytesIO(data[HEADER_SIZE:]), self.parsed, None)
-        except (EOFError, ValueError, UnicodeDecodeError, IndexError) as exc:
+            record = fastavro.schemaless_reader(io.BytesIO(data[HEADER_SIZE:]), self.plain, None)
+            if not isinstance(record, dict):
+                raise SchemaError(f"schema {self.name} is not a record schema")
+            for name in self.timestamps:
+                millis = record[name]
+                if millis is not None:
+                    record[name] = EPOCH + timedelta(milliseconds=millis)
+        except (EOFError, ValueError, UnicodeDecodeError, IndexError, OverflowError) as exc:
             raise SchemaError(f"record does not decode as {self.name}: {exc}") from exc
-        if not isinstance(record, dict):
-            raise SchemaError(f"schema {self.name} is not a record schema")
         return record
+
+
+def to_millis(moment: datetime) -> int:
+    """Epoch milliseconds as Avro's timestamp-millis has them; a naive datetime counts as UTC (as in fastavro)."""
+    delta = (moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)) - EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
+
+
+def _is_timestamp(field_type: Any) -> bool:
+    return isinstance(field_type, dict) and field_type.get("logicalType") == "timestamp-millis"
+
+
+def _top_level_timestamps(declared: Any) -> tuple[str, ...] | None:
+    """The record's timestamp-millis fields (alone or in a union); None if it has other logical types."""
+    if not isinstance(declared, dict) or declared.get("type") != "record":
+        return None
+    names = []
+    for spec in declared["fields"]:
+        field_type = spec["type"]
+        branches = field_type if isinstance(field_type, list) else [field_type]
+        if any(_is_timestamp(branch) for branch in branches):
+            names.append(spec["name"])
+            branches = [branch for branch in branches if not _is_timestamp(branch)]
+        if _without_logical_types(branches) != branches:
+            return None
+    return tuple(names)
+
+
+def _without_logical_types(declared: Any) -> Any:
+    if isinstance(declared, dict):
+        return {key: _without_logical_types(value) for key, value in declared.items() if key != "logicalType"}
+    if isinstance(declared, list):
+        return [_without_logical_types(value) for value in declared]
+    return declared
 
 
 def fingerprint_of(parsed: Any) -> bytes:
@@ -67,10 +127,9 @@ class SchemaSet:
             raise ConfigError(f"{folder}: no *.avsc schema files", field="SLUICE_SCHEMAS_DIR")
         for path in files:
             try:
-                parsed = fastavro.parse_schema(orjson.loads(path.read_bytes()))
-            except (orjson.JSONDecodeError, fastavro.schema.SchemaParseException, KeyError) as exc:
+                schemas[path.stem] = Schema.of(path.stem, orjson.loads(path.read_bytes()))
+            except (orjson.JSONDecodeError, fastavro.schema.SchemaParseException, KeyError, TypeError) as exc:
                 raise ConfigError(f"{path}: not a valid Avro schema: {exc}", field=str(path)) from exc
-            schemas[path.stem] = Schema(path.stem, parsed, fingerprint_of(parsed))
         return cls(schemas)
 
     def __getitem__(self, name: str) -> Schema:

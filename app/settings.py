@@ -51,9 +51,7 @@ class Settings:
         1.0, "How often the worker commits its consumer offsets; a crash replays at most this much, deduped."
     )
     worker_fetch_max_wait_ms: int = _setting(
-        1500,
-        "Longest the worker's fetch waits at the broker for records; faust's 1500 adds up to that to latency "
-        "(README, Performance).",
+        100, "Longest the worker's fetch waits at the broker for records; faust's own 1500 adds up to that to latency."
     )
     fetch_max_wait_ms: int = _setting(
         100, "Longest a consumer's fetch waits at the broker for records: latency a quiet partition may add."

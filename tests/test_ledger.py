@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from app import ledger
 from app.envelope import Envelope
 from app.rules import Fact, UserState, apply
+from app.rules.model import Streak
 from app.topics import Catalog
 
 REPO = Path(__file__).resolve().parents[1]
@@ -208,3 +209,33 @@ def test_crashes_never_lose_or_double_an_effect(
     for event_id, effects in by_id.items():
         assert all(effect == effects[0] for effect in effects), event_id
         assert effects[0]["user_id"] == firsts[event_id][0]
+
+
+names = st.text("abcxyz", min_size=1, max_size=4)
+amounts = st.dictionaries(names, st.integers(-(2**40), 2**40), max_size=3)
+states = st.builds(
+    UserState,
+    points=amounts,
+    counters=amounts,
+    badges=st.lists(names, max_size=3).map(tuple),
+    badges_ready=st.lists(names, max_size=3).map(tuple),
+    tokens=amounts,
+    streaks=st.dictionaries(names, st.builds(Streak, st.integers(0, 99), st.integers(0, 99), st.integers(0, 10**6))),
+    levels=amounts,
+    windows=st.dictionaries(names, st.lists(st.integers(0, 2**45), max_size=3).map(tuple), max_size=2),
+)
+records_of = st.builds(ledger.UserRecord, states, st.integers(0, 10**6), st.dictionaries(names, st.integers(0, 10**9)))
+
+
+@given(records_of, st.dictionaries(names, st.integers(-(2**63), 2**63 - 1) | names, max_size=3))
+def test_table_values_read_back_as_written(user: ledger.UserRecord, effect: dict[str, Any]) -> None:
+    assert ledger.UserRecord.from_dict(orjson.loads(ledger.dump(user))) == user
+    entry = ledger.Entry(1_795_000_000_000, "events.orders", 7, effect, user)
+    assert ledger.Entry.from_dict(orjson.loads(ledger.dump(entry))) == entry
+    assert ledger.applied_at(ledger.dump(entry)) == 1_795_000_000_000
+
+
+@given(st.integers(-(2**62), 2**62), st.booleans())
+def test_the_sweep_reads_when_an_entry_was_applied(millis: int, other_layout: bool) -> None:
+    value = {"topic": "t", "applied_at_ms": millis} if other_layout else {"applied_at_ms": millis, "topic": "t"}
+    assert ledger.applied_at(orjson.dumps(value)) == millis

@@ -1,11 +1,15 @@
-from datetime import UTC, datetime
+import io
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+import fastavro
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from app.envelope import Envelope
 from app.errors import ConfigError, SchemaError
-from app.schemas import MARKER, SchemaSet, fingerprint_of
+from app.schemas import EPOCH, MARKER, SchemaSet, fingerprint_of, to_millis
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMAS = SchemaSet.load(REPO / "schemas")
@@ -98,3 +102,37 @@ def test_every_effect_the_engine_makes_encodes_with_the_effect_schema() -> None:
     assert decoded["changes"]["custom"] == [{"name": "confetti", "payload": '{"k":[1,2]}'}]
     assert decoded["totals"]["streaks"] == {"daily": {"current": 1, "longest": 1}}
     assert decoded["changes"]["evolution_ready"] is True
+
+
+MILLIS = st.integers(min_value=-62_135_596_800_000, max_value=253_402_300_799_999)  # years 1..9999
+
+
+@given(millis=MILLIS, maybe=st.one_of(st.none(), MILLIS))
+def test_timestamps_convert_as_fastavro_converts_them(millis: int, maybe: int | None) -> None:
+    # Schema converts the top-level timestamp-millis fields itself (fastavro's conversions were
+    # the larger half of a decode); bytes and values must be what fastavro's logical types give.
+    schema = SCHEMAS["event"]
+    at = EPOCH + timedelta(milliseconds=millis)
+    record = {**event().to_record(), "occurred_at": at, "received_at": millis, "send_at": maybe}
+    mine = schema.encode(record)
+    out = io.BytesIO()
+    fastavro.schemaless_writer(out, schema.parsed, record)
+    assert mine[10:] == out.getvalue()
+    theirs = fastavro.schemaless_reader(io.BytesIO(mine[10:]), schema.parsed, None)
+    assert schema.decode(mine) == theirs
+
+
+def test_a_naive_datetime_counts_as_utc() -> None:
+    assert to_millis(datetime(1970, 1, 1, 0, 0, 1, 999999)) == 1999
+
+
+def test_other_logical_types_are_left_to_fastavro(tmp_path: Path) -> None:
+    (tmp_path / "day.avsc").write_text(
+        '{"type": "record", "name": "Day", "fields": ['
+        '{"name": "at", "type": {"type": "long", "logicalType": "timestamp-millis"}},'
+        '{"name": "on", "type": {"type": "int", "logicalType": "date"}}]}'
+    )
+    schema = SchemaSet.load(tmp_path)["day"]
+    assert schema.timestamps == () and schema.plain is schema.parsed
+    record = schema.decode(schema.encode({"at": AT, "on": date(2026, 11, 23)}))
+    assert record == {"at": AT, "on": date(2026, 11, 23)}

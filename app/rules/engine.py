@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from app.rules.model import (
+    COINS,
     AddPoints,
     AllOf,
     AnyOf,
@@ -39,7 +40,7 @@ MISSING = object()
 def apply(state: UserState, fact: Fact, rules: Sequence[Rule]) -> tuple[UserState, Effect]:
     work = _Work(state)
     for rule in rules:
-        if rule.when is not None and not holds(rule.when, fact, work.state()):
+        if rule.when is not None and not holds(rule.when, fact, work.view):
             continue
         work.fired.append(rule.id)
         stopped = False
@@ -56,7 +57,8 @@ def apply(state: UserState, fact: Fact, rules: Sequence[Rule]) -> tuple[UserStat
 # Conditions
 
 
-def holds(condition: Condition, fact: Fact, state: UserState) -> bool:
+def holds(condition: Condition, fact: Fact, state: Callable[[], Mapping[str, Any]]) -> bool:
+    """Does the condition hold for the fact; `state` gives the user's state, asked only when a condition reads it."""
     match condition:
         case AllOf(items):
             return all(holds(item, fact, state) for item in items)
@@ -69,7 +71,7 @@ def holds(condition: Condition, fact: Fact, state: UserState) -> bool:
     raise AssertionError(condition)
 
 
-def lookup(path: tuple[str, ...], fact: Fact, state: UserState) -> Any:
+def lookup(path: tuple[str, ...], fact: Fact, state: Callable[[], Mapping[str, Any]]) -> Any:
     """`type`, `data.<a>.<b>...`, or the user's `state.coins|points.<c>|counters.<n>|badges|streaks.<s>|...`."""
     head, rest = path[0], path[1:]
     value: Any
@@ -78,7 +80,7 @@ def lookup(path: tuple[str, ...], fact: Fact, state: UserState) -> Any:
     if head == "data":
         value = fact.data
     elif head == "state":
-        value = _state_view(state)
+        value = state()
     else:
         return MISSING
     for part in rest:
@@ -87,19 +89,6 @@ def lookup(path: tuple[str, ...], fact: Fact, state: UserState) -> Any:
         else:
             return MISSING
     return value
-
-
-def _state_view(state: UserState) -> dict[str, Any]:
-    return {
-        "coins": state.coins,
-        "points": state.points,
-        "counters": state.counters,
-        "badges": list(state.badges),
-        "badges_ready": list(state.badges_ready),
-        "tokens": state.tokens,
-        # A condition on a streak reads its current length.
-        "streaks": {name: streak.current for name, streak in state.streaks.items()},
-    }
 
 
 def _compare(condition: Compare, value: Any) -> bool:
@@ -186,6 +175,20 @@ class _Work:
             levels=dict(self.levels),
             windows=dict(self.windows),
         )
+
+    def view(self) -> dict[str, Any]:
+        """The state as conditions read it, as it stands now: the work's own values, not copies
+        (conditions only read), so a rule that does not read state costs no copy."""
+        return {
+            "coins": self.points.get(COINS, 0),
+            "points": self.points,
+            "counters": self.counters,
+            "badges": self.badges,
+            "badges_ready": self.badges_ready,
+            "tokens": self.tokens,
+            # A condition on a streak reads its current length.
+            "streaks": {name: streak.current for name, streak in self.streaks.items()},
+        }
 
     def do(self, rule: Rule, action: Any, fact: Fact) -> None:
         match action:

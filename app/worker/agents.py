@@ -8,6 +8,7 @@ from itertools import chain
 from typing import Any, cast
 
 import faust
+import rocksdict
 from faust.types import TP, EventT, StoreT
 
 from app import ledger
@@ -116,12 +117,16 @@ def register(
                 outbox.add(topology.replies, partition, envelope.key, effect_schema.encode(result.reply))
         # RocksDB here and now, the changelog with the batch. Entries before users: see
         # app/ledger.py for why that order survives any crash.
+        # One RocksDB write for them all: a put each was a twelfth of the worker's time.
         changelog = table.changelog_topic.get_topic_name()
-        for key, value in chain(batch.entries, batch.users):
-            db[key] = value
-            outbox.add(changelog, partition, key, value)
+        writes = rocksdict.WriteBatch(raw_mode=True)
         # Twice the batch: the sweep goes round faster than entries are added (app/worker/sweep.py).
+        # Its deletes come first, so an expired entry this batch writes afresh is kept.
         doomed = sweep.step(partition, db, budget=2 * len(events), now=now, dedupe_window_s=settings.dedupe_window_s)
         for key in doomed:
-            del db[key]
+            writes.delete(key)
             outbox.add(changelog, partition, key, None)  # a tombstone: compaction frees it in Kafka too
+        for key, value in chain(batch.entries, batch.users):
+            writes.put(key, value)
+            outbox.add(changelog, partition, key, value)
+        db.write(writes)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import time
 import weakref
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
 from types import TracebackType
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import faust
 from aiokafka.errors import KafkaError
@@ -21,6 +22,11 @@ from app.worker.offsets import CommittedOffsets
 from app.worker.progress import Admission, Progress
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Longest the Intake waits for one broker answer while it holds the batch lock, and longest the
+# lock may be held before the timer logs where the holder waits: a stall shows in the log.
+ASK_TIMEOUT_S = 10.0
 
 RAW: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
 
@@ -54,6 +60,7 @@ class Intake:
         self._uncommitted: set[TP] = set()
         self._committed_at = 0.0
         self._lock = asyncio.Lock()  # held from a batch's first read to its commit
+        self._holder: asyncio.Task[Any] | None = None  # the task in the batch lock, for the stall report
         self._committed: CommittedOffsets | None = None
         self._seeking: asyncio.Task[None] | None = None
         app.on_partitions_revoked.connect(cast(Any, self._finish_the_batch))  # faust types receivers narrowly
@@ -78,6 +85,7 @@ class Intake:
         take = stream.take_events  # type: ignore[attr-defined]  # missing from faust's StreamT
         async for events in take(self._settings.worker_batch_size, within=self._settings.worker_batch_wait_s):
             async with self._lock:
+                self._holder = asyncio.current_task()
                 admitted = await self._admit(events)
                 if not admitted:
                     continue
@@ -129,9 +137,12 @@ class Intake:
     async def _start_of(self, tp: TP) -> int:
         # The committed offset, or the log's start for a new group (auto_offset_reset is
         # earliest) or when retention removed records the group never committed.
-        assert self._committed is not None
-        earliest = (await self._app.consumer.earliest_offsets(tp))[tp]
-        found = await self._committed.get(tp)
+        committed = self._committed
+        assert committed is not None
+        earliest = (
+            await self._ask(f"the start of {tp.topic}[{tp.partition}]", lambda: self._app.consumer.earliest_offsets(tp))
+        )[tp]
+        found = await self._ask(f"the committed offset of {tp.topic}[{tp.partition}]", lambda: committed.get(tp))
         if found is not None and found < earliest:
             log.warning("%s[%d]: records %d..%d expired before they were applied", *tp, found, earliest - 1)
         return earliest if found is None else max(found, earliest)
@@ -141,7 +152,23 @@ class Intake:
         for where, offset in self._progress.seeks_due(time.monotonic()):
             if TP(*where) in assigned:
                 log.info("a hole in %s[%d] at %d: seeking back", *where, offset)
-                await self._app.consumer.seek_wait({TP(*where): offset})
+                await self._seek(TP(*where), offset)
+
+    async def _seek(self, tp: TP, offset: int) -> None:
+        try:
+            await asyncio.wait_for(self._app.consumer.seek_wait({tp: offset}), timeout=ASK_TIMEOUT_S)
+        except (KafkaError, TimeoutError) as exc:  # the timer seeks again while the hole stays open
+            log.warning("seeking %s[%d] to %d failed: %r", *tp, offset, exc)
+
+    async def _ask(self, what: str, ask: Callable[[], Awaitable[T]]) -> T:
+        # A broker call the batch lock waits on: asked again rather than waited on for ever.
+        attempt = 1
+        while True:
+            try:
+                return await asyncio.wait_for(ask(), timeout=ASK_TIMEOUT_S)
+            except TimeoutError:
+                log.warning("no answer for %s within %.0f s (attempt %d): asking again", what, ASK_TIMEOUT_S, attempt)
+                attempt += 1
 
     async def _every_second(self) -> None:
         # On a timer too: a seek can come to nothing (faust's consumer drops records below the
@@ -149,7 +176,12 @@ class Intake:
         # And the last batch before a quiet spell is committed here, not only by the next batch.
         while True:
             await asyncio.sleep(self._progress.seek_every_s)
-            async with self._lock:
+            try:
+                await asyncio.wait_for(self._lock.acquire(), timeout=ASK_TIMEOUT_S)
+            except TimeoutError:
+                self._report_stall()
+                continue
+            try:
                 await self._seek_back()
                 await self._seek_stuck()
                 if (
@@ -157,6 +189,17 @@ class Intake:
                     and time.monotonic() - self._committed_at >= self._settings.worker_commit_interval_s
                 ):
                     await self._commit()
+            finally:
+                self._lock.release()
+
+    def _report_stall(self) -> None:
+        holder = self._holder
+        stack = io.StringIO()
+        if holder is not None and not holder.done():
+            holder.print_stack(file=stack)
+        log.warning(
+            "the batch lock has been held for over %.0f s; its holder waits at:\n%s", ASK_TIMEOUT_S, stack.getvalue()
+        )
 
     async def _seek_stuck(self) -> None:
         # Holes at a partition's end, which no later record reveals (Progress.stuck).
@@ -171,9 +214,31 @@ class Intake:
         fetched: dict[tuple[str, int], int] = {
             tp: position for tp, position in zip(ours, positions, strict=True) if position is not None
         }
-        for where, offset in self._progress.stuck(fetched, time.monotonic()):
-            log.info("%s[%d] was fetched past %d, which never came: seeking back", *where, offset)
-            await app.consumer.seek_wait({TP(*where): offset})
+        ends = await self._ends(ours)
+        for where, offset in self._progress.stuck(fetched, time.monotonic(), ends):
+            tp = TP(*where)
+            log.warning(
+                "%s[%d] stands at %d with the consumer at %s and the log's end at %s (flow %s, paused %s): "
+                "seeking back and resuming it",
+                *where,
+                offset,
+                fetched.get(where),
+                ends.get(where),
+                "on" if cast(Any, app.consumer).flow_active else "off",  # faust's types leave these out
+                tp in cast(Any, app.consumer)._paused_partitions,
+            )
+            await self._seek(tp, offset)
+            app.consumer.resume_partitions({tp})
+
+    async def _ends(self, tps: list[TP]) -> dict[tuple[str, int], int]:
+        if not tps:
+            return {}
+        try:
+            found = await asyncio.wait_for(self._app.consumer.highwaters(*tps), timeout=1.0)
+        except (KafkaError, TimeoutError) as exc:
+            log.debug("no end offsets: %r", exc)
+            return {}
+        return {tp: end for tp, end in found.items() if end is not None}
 
     async def _fetch_position(self, tp: TP) -> int | None:
         try:

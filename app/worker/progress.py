@@ -71,23 +71,29 @@ class Progress:
             due.append((partition, position))
         return due
 
-    def stuck(self, fetched: Mapping[Partition, int], now: float) -> list[tuple[Partition, int]]:
-        """The partitions to seek back although no record after a hole came: the consumer has
-        fetched past the next offset (`fetched`: its positions), and the next offset has not
-        moved for two `seek_every_s`.
+    def stuck(
+        self, fetched: Mapping[Partition, int], now: float, ends: Mapping[Partition, int] | None = None
+    ) -> list[tuple[Partition, int]]:
+        """The partitions to seek back (and resume) although no record after a hole came: there is
+        something beyond the next offset, and the next offset has not moved for two `seek_every_s`.
 
-        faust also drops the last records of a partition, and when nothing is produced after
-        them no later record shows the hole (seen in issue 4: a SIGKILLed worker's successor
-        waited forever at offset 88 of two partitions). A seek that was not needed costs a
-        refetch; the records come again as OLD.
+        Something is beyond it when the consumer has fetched past it (`fetched`: its positions) or
+        the log goes on past it (`ends`: the partitions' end offsets). faust also drops the last
+        records of a partition, and when nothing is produced after them no later record shows the
+        hole (seen in issue 4: a SIGKILLed worker's successor waited forever at offset 88 of two
+        partitions). And once, after a rebalance, two workers fetched nothing at all for a minute
+        while their partitions had records waiting. A seek that was not needed costs a refetch;
+        the records come again as OLD.
         """
         due = []
+        ends = ends or {}
         for partition, fetch_position in fetched.items():
             if partition not in self._next:
                 continue
             position = self._next[partition]
+            beyond = fetch_position > position or ends.get(partition, -1) > position
             still = self._still.get(partition)
-            if still is None or still[0] != position or fetch_position <= position:
+            if still is None or still[0] != position or not beyond:
                 self._still[partition] = (position, now)
             elif now - still[1] >= 2 * self.seek_every_s:
                 self._still[partition] = (position, now)

@@ -79,3 +79,15 @@ def test_a_partition_that_moves_on_or_has_nothing_fetched_is_not_stuck() -> None
     progress.admit(P, 10)
     assert progress.stuck({P: 20}, now=6.5) == []  # it moved: the clock starts again
     assert progress.stuck({P: 20}, now=8.5) == [(P, 11)]
+
+
+def test_a_partition_with_records_waiting_that_never_come_is_stuck() -> None:
+    progress = Progress(seek_every_s=1.0)
+    progress.start(P, 40)
+    # The consumer fetches nothing (its position stays at 40) while the log runs to 90.
+    assert progress.stuck({P: 40}, now=0.0, ends={P: 90}) == []
+    assert progress.stuck({P: 40}, now=2.0, ends={P: 90}) == [(P, 40)]
+    # At the log's end it is only quiet.
+    progress.start(P, 90)
+    assert progress.stuck({P: 90}, now=3.0, ends={P: 90}) == []
+    assert progress.stuck({P: 90}, now=9.0, ends={P: 90}) == []
