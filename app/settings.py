@@ -45,7 +45,9 @@ class Settings:
     )
     worker_batch_size: int = _setting(1000, "Most events the worker dedupes and applies as one batch.")
     worker_batch_wait_s: float = _setting(
-        0.01, "Longest the worker waits to fill a batch: latency it may add to each event."
+        0.0,
+        "Longest the worker waits to fill a batch: latency it may add to each event. A batch is "
+        "otherwise what arrived while the last one was applied.",
     )
     worker_commit_interval_s: float = _setting(
         1.0, "How often the worker commits its consumer offsets; a crash replays at most this much, deduped."

@@ -61,6 +61,7 @@ class Intake:
         self._committed_at = 0.0
         self._lock = asyncio.Lock()  # held from a batch's first read to its commit
         self._holder: asyncio.Task[Any] | None = None  # the task in the batch lock, for the stall report
+        self._committing: asyncio.Future[Any] | None = None
         self._committed: CommittedOffsets | None = None
         self._seeking: asyncio.Task[None] | None = None
         app.on_partitions_revoked.connect(cast(Any, self._finish_the_batch))  # faust types receivers narrowly
@@ -82,8 +83,7 @@ class Intake:
     async def batches(self, stream: faust.StreamT[bytes]) -> AsyncGenerator[list[EventT[bytes]], None]:
         """Yield each batch's records to apply; the caller writes everything they cause (and waits
         for Kafka's acks) before it asks for the next batch, which is when offsets are committed."""
-        take = stream.take_events  # type: ignore[attr-defined]  # missing from faust's StreamT
-        async for events in take(self._settings.worker_batch_size, within=self._settings.worker_batch_wait_s):
+        async for events in self._take(stream):
             async with self._lock:
                 self._holder = asyncio.current_task()
                 admitted = await self._admit(events)
@@ -93,6 +93,33 @@ class Intake:
                 self._uncommitted.update(event.message.tp for event in admitted)
                 if time.monotonic() - self._committed_at >= self._settings.worker_commit_interval_s:
                     await self._commit()
+
+    async def _take(self, stream: faust.StreamT[bytes]) -> AsyncGenerator[list[EventT[bytes]], None]:
+        # Straight from the channel's queue, as many as are there: faust's Stream.take_events
+        # passes each event through its stream machinery, a task and its sensors, which cost
+        # more than the batch's apply. A batch is whatever waited while the last one was applied
+        # (more under load, one at a time when quiet), topped up for `worker_batch_wait_s`.
+        # A subscriber of the agent's channel, as a stream makes (faust types __aiter__ loosely).
+        channel = cast(faust.ChannelT[bytes], aiter(stream.channel))
+        queue, most, wait = channel.queue, self._settings.worker_batch_size, self._settings.worker_batch_wait_s
+        while True:
+            try:
+                events: list[EventT[bytes]] = [await channel.get()]
+            except StopAsyncIteration:  # faust ends its agents' channels so when the worker stops
+                return
+            self._drain(queue, events, most)
+            if wait > 0 and len(events) < most:
+                await asyncio.sleep(wait)
+                self._drain(queue, events, most)
+            yield events
+
+    @staticmethod
+    def _drain(queue: asyncio.Queue[EventT[bytes]], into: list[EventT[bytes]], most: int) -> None:
+        while len(into) < most:
+            try:
+                into.append(queue.get_nowait())
+            except asyncio.QueueEmpty:
+                return
 
     async def events(self, stream: faust.StreamT[bytes]) -> AsyncGenerator[EventT[bytes], None]:
         """The same records one at a time, for agents that write faust tables: each is faust's
@@ -155,9 +182,12 @@ class Intake:
                 await self._seek(TP(*where), offset)
 
     async def _seek(self, tp: TP, offset: int) -> None:
+        # faust's seek, not seek_wait: that waits in the consumer thread for the new position,
+        # holding one of the two workers its fetches need too. The seek also lowers faust's
+        # read offset, below which its fetch loop drops records.
         try:
-            await asyncio.wait_for(self._app.consumer.seek_wait({tp: offset}), timeout=ASK_TIMEOUT_S)
-        except (KafkaError, TimeoutError) as exc:  # the timer seeks again while the hole stays open
+            await self._app.consumer.seek(tp, offset)
+        except KafkaError as exc:  # moved away meanwhile; the timer seeks again while the hole stays open
             log.warning("seeking %s[%d] to %d failed: %r", *tp, offset, exc)
 
     async def _ask(self, what: str, ask: Callable[[], Awaitable[T]]) -> T:
@@ -189,6 +219,8 @@ class Intake:
                     and time.monotonic() - self._committed_at >= self._settings.worker_commit_interval_s
                 ):
                     await self._commit()
+            except Exception:  # this timer is what gets a stalled partition going: it must not die
+                log.exception("the intake's timer failed; it runs again in a second")
             finally:
                 self._lock.release()
 
@@ -202,63 +234,69 @@ class Intake:
         )
 
     async def _seek_stuck(self) -> None:
-        # Holes at a partition's end, which no later record reveals (Progress.stuck).
+        # Holes at a partition's end, which no later record reveals, and records that wait in the
+        # log but are not fetched (Progress.stuck). Read from what faust and aiokafka keep, with no
+        # call to the consumer thread: aiokafka's position() waits for a valid position, and two
+        # such calls filled the thread's two method-queue workers, which also run the fetches, so
+        # the worker fetched nothing at all (seen in test_crash after a rebalance, both workers).
         app = self._app
         if app.rebalancing or app.in_recovery:
             return
         if app.consumer_generation_id != self._generation:
             self._enter(app.consumer_generation_id)
-        ours = [tp for tp in app.consumer.assignment() if tp.topic in self._topics]
-        # Asked all at once: the batch lock is held meanwhile, and each is a consumer-thread round trip.
-        positions = await asyncio.gather(*(self._fetch_position(tp) for tp in ours))
-        fetched: dict[tuple[str, int], int] = {
-            tp: position for tp, position in zip(ours, positions, strict=True) if position is not None
-        }
-        ends = await self._ends(ours)
+        consumer = cast(Any, app.consumer)  # faust's types leave out what is read here
+        fetched: dict[tuple[str, int], int] = {}
+        ends: dict[tuple[str, int], int] = {}
+        for tp in [tp for tp in consumer.assignment() if tp.topic in self._topics]:
+            if not self._progress.knows(tp):  # no record yet this generation: a hole may be all there is
+                self._progress.start(tp, await self._start_of(tp))
+            handed_on = consumer._read_offset.get(tp)  # the last offset faust's fetch loop handed on
+            if handed_on is not None:
+                fetched[tp] = handed_on + 1
+            try:
+                end = consumer.highwater(tp)  # the log's end at the last fetch response
+            except (AssertionError, KafkaError):  # aiokafka asserts the partition is still assigned
+                continue
+            if end is not None:
+                ends[tp] = end
         for where, offset in self._progress.stuck(fetched, time.monotonic(), ends):
             tp = TP(*where)
-            log.warning(
-                "%s[%d] stands at %d with the consumer at %s and the log's end at %s (flow %s, paused %s): "
-                "seeking back and resuming it",
-                *where,
-                offset,
-                fetched.get(where),
-                ends.get(where),
-                "on" if cast(Any, app.consumer).flow_active else "off",  # faust's types leave these out
-                tp in cast(Any, app.consumer)._paused_partitions,
-            )
+            if fetched.get(where, -1) > offset:  # faust dropped records it had handed on
+                log.info("%s[%d] was fetched past %d, which never came: seeking back", *where, offset)
+            else:  # nothing is fetched of what waits in the log
+                log.warning(
+                    "%s[%d] stands at %d, faust's fetches at %s and the log's end at %s (flow %s, paused %s): "
+                    "seeking back and resuming it",
+                    *where,
+                    offset,
+                    fetched.get(where),
+                    ends.get(where),
+                    "on" if consumer.flow_active else "off",
+                    tp in consumer._paused_partitions,
+                )
             await self._seek(tp, offset)
-            app.consumer.resume_partitions({tp})
-
-    async def _ends(self, tps: list[TP]) -> dict[tuple[str, int], int]:
-        if not tps:
-            return {}
-        try:
-            found = await asyncio.wait_for(self._app.consumer.highwaters(*tps), timeout=1.0)
-        except (KafkaError, TimeoutError) as exc:
-            log.debug("no end offsets: %r", exc)
-            return {}
-        return {tp: end for tp, end in found.items() if end is not None}
-
-    async def _fetch_position(self, tp: TP) -> int | None:
-        try:
-            if not self._progress.knows(tp):
-                self._progress.start(tp, await self._start_of(tp))
-            return await asyncio.wait_for(self._app.consumer.position(tp), timeout=1.0)
-        except (KafkaError, TimeoutError) as exc:  # it moved away, or has no position yet
-            log.debug("no position for %s[%d]: %r", *tp, exc)
-            return None
+            consumer.resume_partitions({tp})
 
     async def _commit(self) -> None:
         # An interval, not every batch: a coordinator round trip per small batch cost more than
         # the batch at 1,000 events/s. What a crash leaves uncommitted comes again, and the
         # agent's state must recognise it (app/ledger.py does).
+        if self._committing is not None and not self._committing.done():
+            return  # the last commit is still out: these offsets go with the next
         self._committed_at = time.monotonic()
         assigned = self._app.consumer.assignment()
         offsets = {
             tp: self._progress.position(tp) for tp in self._uncommitted if tp in assigned and self._progress.knows(tp)
         }
         self._uncommitted.clear()
-        if offsets:
-            # faust's consumer holds the group membership, so its commit is the group's.
-            await cast(Any, self._app.consumer)._commit(offsets)
+        if not offsets:
+            return
+        # faust's consumer holds the group membership, so its commit is the group's. aiokafka
+        # retries a commit for as long as the coordinator is unavailable: waited for a while,
+        # never for ever, and the offsets stay due.
+        self._committing = asyncio.ensure_future(cast(Any, self._app.consumer)._commit(offsets))
+        try:
+            await asyncio.wait_for(asyncio.shield(self._committing), timeout=ASK_TIMEOUT_S)
+        except TimeoutError:
+            log.warning("no answer to a commit within %.0f s: its offsets go with the next", ASK_TIMEOUT_S)
+            self._uncommitted.update(offsets)

@@ -87,11 +87,12 @@ class Progress:
         """
         due = []
         ends = ends or {}
-        for partition, fetch_position in fetched.items():
+        # A partition may have no fetch position at all (a consumer that does not fetch it has none).
+        for partition in fetched.keys() | ends.keys():
             if partition not in self._next:
                 continue
             position = self._next[partition]
-            beyond = fetch_position > position or ends.get(partition, -1) > position
+            beyond = fetched.get(partition, -1) > position or ends.get(partition, -1) > position
             still = self._still.get(partition)
             if still is None or still[0] != position or not beyond:
                 self._still[partition] = (position, now)

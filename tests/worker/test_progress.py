@@ -87,7 +87,11 @@ def test_a_partition_with_records_waiting_that_never_come_is_stuck() -> None:
     # The consumer fetches nothing (its position stays at 40) while the log runs to 90.
     assert progress.stuck({P: 40}, now=0.0, ends={P: 90}) == []
     assert progress.stuck({P: 40}, now=2.0, ends={P: 90}) == [(P, 40)]
+    # Nor when the consumer has no position for it at all.
+    progress.start(P, 40)
+    assert progress.stuck({}, now=3.0, ends={P: 90}) == []
+    assert progress.stuck({}, now=5.0, ends={P: 90}) == [(P, 40)]
     # At the log's end it is only quiet.
     progress.start(P, 90)
-    assert progress.stuck({P: 90}, now=3.0, ends={P: 90}) == []
+    assert progress.stuck({P: 90}, now=6.0, ends={P: 90}) == []
     assert progress.stuck({P: 90}, now=9.0, ends={P: 90}) == []
