@@ -499,7 +499,7 @@ class Steady:
     answered_rate: float  # answers per second, from the first start to the last answer
 
 
-async def drive_steady(url: str, rate: float, seconds: float, prefix: str, connections: int = 64) -> Steady:
+async def drive_steady(url: str, rate: float, seconds: float, prefix: str, connections: int = 256) -> Steady:
     """POST single orders to /topics/orders/events at `rate` per second for `seconds`, on a fixed schedule.
 
     The n-th request is due at t0 + n / rate: a late start does not push back the later ones.

@@ -1,0 +1,53 @@
+"""Replies hands each effect to whoever waits for it, and decodes nothing when nobody waits."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from app.envelope import Envelope, utcnow
+from app.ledger import effect_record
+from app.producer.replies import Replies
+from app.rules import Fact, UserState, apply
+from app.schemas import SchemaSet
+from app.topics import Catalog
+
+REPO = Path(__file__).resolve().parents[2]
+SCHEMAS = SchemaSet.load(REPO / "schemas")
+ORDERS = Catalog.load(REPO / "topics")["orders"]
+
+
+class CountingSchemas(SchemaSet):
+    decoded = 0
+
+    def decode(self, data: bytes) -> tuple[str, dict[str, Any]]:
+        self.decoded += 1
+        return super().decode(data)
+
+
+def effect_of(event_id: str) -> bytes:
+    event = Envelope(
+        id=event_id,
+        tenant="acme",
+        topic="orders",
+        type="order_placed",
+        user_id="u1",
+        occurred_at=utcnow(),
+        received_at=utcnow(),
+        dialect="pubsub",
+    )
+    _, effect = apply(UserState(), Fact(event.type, event.occurred_at, event.data), ORDERS.rules)
+    return SCHEMAS["effect"].encode(effect_record(event, effect, ORDERS.rules_version))
+
+
+async def test_an_effect_goes_to_its_waiter_and_none_is_decoded_when_nobody_waits() -> None:
+    schemas = CountingSchemas({name: SCHEMAS[name] for name in ("effect", "event")})
+    replies = Replies("127.0.0.1:1", ["effects"], 1, schemas, fetch_max_wait_ms=100)
+    replies._deliver(effect_of("e0"))
+    assert schemas.decoded == 0
+    with replies.expect([("acme", "orders", "e1")]) as futures:
+        replies._deliver(effect_of("e1"))
+        assert schemas.decoded == 1
+        record = await asyncio.wait_for(futures[("acme", "orders", "e1")], timeout=1)
+    assert record["event_id"] == "e1"
