@@ -878,6 +878,12 @@ async def _query_latency(url: str, path: str, make: Callable[[random.Random], di
 
 async def bench_analytics(settings: Settings, events: int, windows: int, queries: int) -> int:
     """Worker events/s with three windowed tables against none; query latency on a table of `windows` windows."""
+    if windows // 1000 <= 60:  # 1,000 SKUs; a point query reads 60 windows of one
+        print(
+            "sluice bench analytics: --windows must be at least 61,000 (1,000 SKUs, 60 windows a query)",
+            file=sys.stderr,
+        )
+        return 2
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
     from app.batches import send_batches
