@@ -63,7 +63,3 @@ def decoded(schema: Schema, value: bytes, topic: str) -> Command | None:
 def command_key(tenant: str, *parts: str) -> bytes:
     # Tenant names cannot hold ':', so the first ':' always splits off the tenant.
     return ":".join((tenant, *parts)).encode()
-
-
-def millis(moment: datetime) -> int:
-    return int(moment.timestamp() * 1000)

@@ -25,13 +25,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import Enum
 from typing import Any
 
 import orjson
 
 from app.envelope import Envelope
+from app.instants import epoch_ms
 from app.rules import Effect, Fact, Rule, UserState, apply
 
 
@@ -107,7 +108,7 @@ def keys(event: Envelope) -> tuple[bytes, bytes]:
 
 def expired(entries: Iterable[tuple[bytes, bytes]], *, now: datetime, dedupe_window_s: int) -> list[bytes]:
     """Keys of the entries past the dedupe window: they count as absent already, so deleting changes nothing."""
-    oldest_ms = to_ms(now) - dedupe_window_s * 1000
+    oldest_ms = epoch_ms(now) - dedupe_window_s * 1000
     return [key for key, raw in entries if applied_at(raw) < oldest_ms]
 
 
@@ -137,7 +138,7 @@ class Batch:
 
     def __init__(self, read: Callable[[bytes], bytes | None], *, now: datetime, dedupe_window_s: int) -> None:
         self._read = read
-        self._now_ms = to_ms(now)
+        self._now_ms = epoch_ms(now)
         self._window_ms = dedupe_window_s * 1000
         self.entries: list[tuple[bytes, bytes]] = []
         self._written: dict[bytes, bytes] = {}
@@ -156,7 +157,7 @@ class Batch:
             self._write_entry(entry_key, entry)
             self._users[user_key] = user if user.includes(entry) else entry.user_after
             return Step(Outcome.REDELIVERED, effect=entry.effect)
-        if user.applied(source_topic, offset) and self._now_ms - to_ms(event.received_at) > self._window_ms:
+        if user.applied(source_topic, offset) and self._now_ms - epoch_ms(event.received_at) > self._window_ms:
             # Redelivered after its entry expired: applied long ago, nothing to redo. Only then:
             # faust can skip a record during recovery and deliver it again after later ones
             # (seen in the crash test), so a recent record below the mark is still new.
@@ -209,12 +210,8 @@ def effect_record(event: Envelope, effect: Effect, rules_version: str) -> dict[s
         "topic": event.topic,
         "user_id": event.user_id,
         "event_type": event.type,
-        "occurred_at": to_ms(event.occurred_at),
+        "occurred_at": epoch_ms(event.occurred_at),
         "rules_version": rules_version,
         "replayed": False,
         **effect.to_dict(),
     }
-
-
-def to_ms(moment: datetime) -> int:
-    return int(moment.astimezone(UTC).timestamp() * 1000)

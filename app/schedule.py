@@ -7,8 +7,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from app.command import Command, command_key, millis
+from app.command import Command, command_key
 from app.envelope import Envelope
+from app.instants import epoch_ms
 from app.schemas import Schema
 
 Record = tuple[str, bytes, bytes]  # (Kafka topic, key, value)
@@ -155,4 +156,4 @@ class Timetable:
 
 
 def due_ms(command: Command) -> int | None:
-    return None if command.at is None else millis(command.at)
+    return None if command.at is None else epoch_ms(command.at)

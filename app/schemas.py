@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,13 +14,13 @@ import orjson
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 from app.errors import ConfigError, SchemaError
+from app.instants import epoch_ms, from_epoch_ms
 
 # Avro 1.8+ single-object encoding: 2 marker bytes, the schema's CRC-64-AVRO
 # fingerprint (little-endian), then the binary record. Any consumer holding the
 # .avsc files can pick the schema from those 8 bytes; no registry service.
 MARKER = b"\xc3\x01"
 HEADER_SIZE = len(MARKER) + 8
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +52,8 @@ class Schema:
             for name in self.timestamps:
                 moment = record.get(name)
                 if isinstance(moment, datetime):
-                    record[name] = to_millis(moment)
+                    # A naive datetime counts as UTC, as fastavro's own conversion has it.
+                    record[name] = epoch_ms(moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC))
         fastavro.schemaless_writer(out, self.plain, record)
         return out.getvalue()
 
@@ -66,16 +67,10 @@ class Schema:
             for name in self.timestamps:
                 millis = record[name]
                 if millis is not None:
-                    record[name] = EPOCH + timedelta(milliseconds=millis)
+                    record[name] = from_epoch_ms(millis)
         except (EOFError, ValueError, UnicodeDecodeError, IndexError, OverflowError) as exc:
             raise SchemaError(f"record does not decode as {self.name}: {exc}") from exc
         return record
-
-
-def to_millis(moment: datetime) -> int:
-    """Epoch milliseconds as Avro's timestamp-millis has them; a naive datetime counts as UTC (as in fastavro)."""
-    delta = (moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)) - EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
 
 
 def _is_timestamp(field_type: Any) -> bool:

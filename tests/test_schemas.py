@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 
 from app.envelope import Envelope
 from app.errors import ConfigError, SchemaError
-from app.schemas import EPOCH, MARKER, SchemaSet, fingerprint_of, to_millis
+from app.instants import EPOCH
+from app.schemas import MARKER, SchemaSet, fingerprint_of
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMAS = SchemaSet.load(REPO / "schemas")
@@ -123,7 +124,12 @@ def test_timestamps_convert_as_fastavro_converts_them(millis: int, maybe: int | 
 
 
 def test_a_naive_datetime_counts_as_utc() -> None:
-    assert to_millis(datetime(1970, 1, 1, 0, 0, 1, 999999)) == 1999
+    schema = SCHEMAS["event"]
+    record = {**event().to_record(), "occurred_at": datetime(1970, 1, 1, 0, 0, 1, 999999)}
+    out = io.BytesIO()
+    fastavro.schemaless_writer(out, schema.parsed, record)
+    assert schema.encode(record)[10:] == out.getvalue()
+    assert schema.decode(schema.encode(record))["occurred_at"] == EPOCH + timedelta(milliseconds=1999)
 
 
 def test_other_logical_types_are_left_to_fastavro(tmp_path: Path) -> None:

@@ -19,8 +19,9 @@ import orjson
 from app.analytics.aggregate import Aggregate, numeric
 from app.analytics.rows import field_value, group_of, meta_key, row_key
 from app.analytics.spec import TableSpec
-from app.analytics.windows import epoch_ms, is_closed, is_expired, window_starts
+from app.analytics.windows import is_closed, is_expired, window_starts
 from app.envelope import Envelope
+from app.instants import epoch_ms
 
 NO_TIME = -(1 << 62)
 

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-
 from app.analytics.spec import TableSpec, WindowSpec
-
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def window_starts(t_ms: int, window: WindowSpec) -> list[int]:
@@ -29,12 +25,3 @@ def is_closed(start_ms: int, table: TableSpec, stream_time_ms: int) -> bool:
 def is_expired(start_ms: int, table: TableSpec, now_ms: int) -> bool:
     """Past its retention (wall clock): the sweep deletes it and no event may recreate it."""
     return start_ms + table.window.size_ms + table.retention_ms <= now_ms
-
-
-def epoch_ms(moment: datetime) -> int:
-    """Whole milliseconds since the epoch, without float rounding."""
-    return (moment - EPOCH) // timedelta(milliseconds=1)
-
-
-def from_epoch_ms(ms: int) -> datetime:
-    return EPOCH + timedelta(milliseconds=ms)

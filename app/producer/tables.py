@@ -23,9 +23,9 @@ from aiohttp import web
 
 from app.analytics import results
 from app.analytics.spec import TableSpec
-from app.analytics.windows import epoch_ms
 from app.envelope import utcnow
 from app.errors import NotFound, RequestError, SluiceError, Unavailable, ValidationError
+from app.instants import epoch_ms
 from app.settings import Settings
 from app.tenants import Principal
 

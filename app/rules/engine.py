@@ -8,6 +8,7 @@ from dataclasses import replace
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from app.instants import epoch_ms
 from app.rules.model import (
     COINS,
     AddPoints,
@@ -236,7 +237,7 @@ class _Work:
             return self.counters.get(action.counter, 0) >= action.at_least
         if action.window_events:
             key = f"{rule.id}:{action.badge}"
-            now = int(fact.occurred_at.timestamp() * 1000)
+            now = epoch_ms(fact.occurred_at)
             start = now - action.window_seconds * 1000
             recent = sorted(t for t in (*self.windows.get(key, ()), now) if start <= t <= now)
             if len(recent) >= action.window_events:

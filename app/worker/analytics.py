@@ -17,9 +17,9 @@ from app.analytics.results import to_wire
 from app.analytics.retention import expired_rows
 from app.analytics.rows import ROW, meta_key
 from app.analytics.spec import TableSpec
-from app.analytics.windows import epoch_ms
 from app.envelope import Envelope, utcnow
 from app.errors import SchemaError
+from app.instants import epoch_ms
 from app.schemas import SchemaSet
 from app.settings import Settings
 from app.topics import Catalog

@@ -7,8 +7,9 @@ from typing import cast
 
 import faust
 
-from app.command import Command, decoded, millis
+from app.command import Command, decoded
 from app.envelope import Envelope
+from app.instants import epoch_ms
 from app.schedule import DELIVERED, SCHEDULE, ends
 from app.schemas import SchemaSet
 from app.settings import Settings
@@ -28,7 +29,7 @@ def register(app: faust.App, settings: Settings, schemas: SchemaSet, topology: T
 
     def due_of(value: bytes) -> int | None:
         at = Command.decode(command_schema, value).at
-        return None if at is None else millis(at)
+        return None if at is None else epoch_ms(at)
 
     alarm = Alarm(app, topology.scheduled, table, due_of)
     delivery = Delivery.of(topology, schemas)
@@ -44,7 +45,7 @@ def register(app: faust.App, settings: Settings, schemas: SchemaSet, topology: T
                     continue
                 if command.op == SCHEDULE and command.at is not None:
                     table[key] = event.value
-                    alarm.push(millis(command.at), event.message.partition, key)
+                    alarm.push(epoch_ms(command.at), event.message.partition, key)
                 elif (stored := table.get(key)) is not None and ends(
                     Command.decode(command_schema, stored).at, command
                 ):

@@ -9,8 +9,9 @@ from typing import cast
 import faust
 import orjson
 
-from app.command import Command, decoded, millis
+from app.command import Command, decoded
 from app.envelope import utcnow
+from app.instants import epoch_ms
 from app.schedule import ARRIVED
 from app.schemas import SchemaSet
 from app.settings import Settings
@@ -33,7 +34,7 @@ def register(app: faust.App, settings: Settings, schemas: SchemaSet, topology: T
 
     def due_of(value: bytes) -> int | None:
         instance = Instance.from_dict(orjson.loads(value))
-        return millis(instance.deadline) if instance.status == OPEN else None
+        return epoch_ms(instance.deadline) if instance.status == OPEN else None
 
     alarm = Alarm(app, topology.wait_group_events, table, due_of)
     delivery = Delivery.of(topology, schemas)
@@ -56,7 +57,7 @@ def register(app: faust.App, settings: Settings, schemas: SchemaSet, topology: T
                 instance = before
                 if command.op == INSTANCE and before is None:
                     instance = Instance.from_dict(command.body)
-                    alarm.push(millis(instance.deadline), event.message.partition, key)
+                    alarm.push(epoch_ms(instance.deadline), event.message.partition, key)
                 if instance is None:
                     log.warning("%s for unknown wait group instance %s of %s", command.op, command.id, command.tenant)
                     continue

@@ -15,6 +15,7 @@ from rocksdict import Options, Rdict
 
 from app import ledger
 from app.envelope import Envelope
+from app.instants import epoch_ms
 from app.settings import Settings
 from app.topics import Catalog
 from app.topology import Topology, ensure_topics
@@ -26,7 +27,7 @@ T0 = datetime(2026, 11, 1, tzinfo=UTC)
 
 
 def entry(applied: datetime) -> bytes:
-    return orjson.dumps({"applied_at_ms": ledger.to_ms(applied)})
+    return orjson.dumps({"applied_at_ms": epoch_ms(applied)})
 
 
 @pytest.fixture
