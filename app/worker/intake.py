@@ -201,8 +201,9 @@ class Intake:
                 attempt += 1
 
     async def _every_second(self) -> None:
-        # On a timer too: a seek can come to nothing (faust's consumer drops records below the
-        # last offset it handed out), and then no record may come to trigger another.
+        # On a timer too: a seek can come to nothing (with seek_wait it did: faust's fetch loop
+        # dropped refetched records below the last offset it had handed on; `_seek` now lowers
+        # that offset), and then no record may come to trigger another.
         # And the last batch before a quiet spell is committed here, not only by the next batch.
         while True:
             await asyncio.sleep(self._progress.seek_every_s)

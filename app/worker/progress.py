@@ -57,9 +57,10 @@ class Progress:
         """The partitions to seek back now, with the offset: each hole once, then every
         `seek_every_s` while it stays open.
 
-        Records already buffered past the hole keep arriving after a seek, and faust's consumer
-        drops what comes below the last offset it handed out, so a seek can come to nothing;
-        the worker asks again on a timer, not only when records arrive (none may come).
+        Records already queued past the hole keep arriving after a seek, and a seek can come to
+        nothing (faust's fetch loop drops what comes below the last offset it handed on, unless
+        the seek lowered that offset); the worker asks again on a timer, not only when records
+        arrive (none may come).
         """
         due = []
         for partition in self._beyond:
