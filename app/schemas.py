@@ -47,13 +47,14 @@ class Schema:
         out = io.BytesIO()
         out.write(MARKER)
         out.write(self.fingerprint)
-        if self.timestamps:
-            record = dict(record)
-            for name in self.timestamps:
-                moment = record.get(name)
-                if isinstance(moment, datetime):
-                    # A naive datetime counts as UTC, as fastavro's own conversion has it.
-                    record[name] = epoch_ms(moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC))
+        # Copied only when a timestamp is a datetime: the worker's effects carry milliseconds already.
+        moments = {name: record[name] for name in self.timestamps if isinstance(record.get(name), datetime)}
+        if moments:
+            # A naive datetime counts as UTC, as fastavro's own conversion has it.
+            record = {
+                **record,
+                **{name: epoch_ms(m if m.tzinfo is not None else m.replace(tzinfo=UTC)) for name, m in moments.items()},
+            }
         fastavro.schemaless_writer(out, self.plain, record)
         return out.getvalue()
 
