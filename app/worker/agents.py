@@ -9,7 +9,7 @@ from typing import Any, cast
 
 import faust
 import rocksdict
-from faust.types import TP, EventT, StoreT
+from faust.types import TP, Message, StoreT
 
 from app import ledger
 from app.dead_letter import DeadLetter
@@ -60,17 +60,17 @@ def register(
             aclosing(records.batches(stream)) as batches,
         ):
             async for batch in batches:
-                by_partition: dict[int, list[EventT[bytes]]] = {}
-                for event in batch:
-                    by_partition.setdefault(event.message.partition, []).append(event)
-                for partition_events in by_partition.values():
-                    apply_partition(partition_events, outbox)
+                by_partition: dict[int, list[Message]] = {}
+                for message in batch:
+                    by_partition.setdefault(message.partition, []).append(message)
+                for partition_messages in by_partition.values():
+                    apply_partition(partition_messages, outbox)
                     if windows is not None:
-                        runs: dict[str, list[EventT[bytes]]] = {}
-                        for event in partition_events:
-                            runs.setdefault(event.message.topic, []).append(event)
+                        runs: dict[str, list[Message]] = {}
+                        for message in partition_messages:
+                            runs.setdefault(message.topic, []).append(message)
                         for topic, run in runs.items():
-                            windows.apply(topic, run[0].message.partition, run, outbox)
+                            windows.apply(topic, run[0].partition, run, outbox)
                 changelog = table.changelog_topic.get_topic_name()
                 # Everything the batch wrote is in Kafka before the Intake commits its offsets.
                 flushed = await outbox.flush()
@@ -81,25 +81,25 @@ def register(
                 if windows is not None:
                     windows.flushed(flushed)
 
-    def apply_partition(events: list[EventT[bytes]], outbox: Outbox) -> None:
-        partition = events[0].message.partition
+    def apply_partition(messages: list[Message], outbox: Outbox) -> None:
+        partition = messages[0].partition
         # The partition's rocksdict itself (faust has no public handle): faust's store layers
         # cost a tenth of the agent's time, and the changelog is the outbox's, not faust's.
         db = cast(Any, table.data)._db_for_partition(partition)
         now = utcnow()
         batch = ledger.Batch(db.get, now=now, dedupe_window_s=settings.dedupe_window_s)
-        for event in events:
-            message = event.message
+        for message in messages:
+            value = cast(bytes, message.value)  # raw values (intake.RAW)
             try:
-                envelope = Envelope.decode(event_schema, event.value)
+                envelope = Envelope.decode(event_schema, value)
                 spec = rulebook[envelope.topic]
             except (SchemaError, KeyError) as exc:
                 error = exc if isinstance(exc, SluiceError) else SchemaError(f"unknown topic {exc}")
                 letter = DeadLetter.of(
-                    error, received_at=utcnow(), stage="worker", source=message.topic, body=event.value, tenant=None
+                    error, received_at=utcnow(), stage="worker", source=message.topic, body=value, tenant=None
                 )
                 outbox.add(
-                    topology.dead_letters, partition, event.key or b"", dead_letter_schema.encode(letter.to_record())
+                    topology.dead_letters, partition, message.key or b"", dead_letter_schema.encode(letter.to_record())
                 )
                 log.warning("dead-lettered %s[%d]@%d: %s", message.topic, partition, message.offset, error)
                 continue
@@ -122,7 +122,7 @@ def register(
         writes = rocksdict.WriteBatch(raw_mode=True)
         # Twice the batch: the sweep goes round faster than entries are added (app/worker/sweep.py).
         # Its deletes come first, so an expired entry this batch writes afresh is kept.
-        doomed = sweep.step(partition, db, budget=2 * len(events), now=now, dedupe_window_s=settings.dedupe_window_s)
+        doomed = sweep.step(partition, db, budget=2 * len(messages), now=now, dedupe_window_s=settings.dedupe_window_s)
         for key in doomed:
             writes.delete(key)
             outbox.add(changelog, partition, key, None)  # a tombstone: compaction frees it in Kafka too

@@ -9,7 +9,7 @@ from typing import Any, cast
 
 import faust
 import orjson
-from faust.types import TP, EventT, StoreT
+from faust.types import TP, Message, StoreT
 
 from app.analytics import scan
 from app.analytics.engine import Batch, Progress
@@ -42,7 +42,7 @@ class Windows:
     offset per partition, and one would commit past events the other has not applied.
     """
 
-    apply: Callable[[str, int, list[EventT[bytes]], Outbox], None]  # (topic, partition, events, outbox)
+    apply: Callable[[str, int, list[Message], Outbox], None]  # (topic, partition, records, outbox)
     flushed: Callable[[dict[tuple[str, int], int]], None]  # the outbox's flush: where recovery resumes
 
 
@@ -85,18 +85,19 @@ def register(
     async def flush(outbox: Outbox) -> None:
         flushed(await outbox.flush())
 
-    def apply_run(topic: str, partition: int, events: list[EventT[bytes]], outbox: Outbox) -> None:
+    def apply_run(topic: str, partition: int, messages: list[Message], outbox: Outbox) -> None:
         if topic not in sources:
             return
         now_ms = epoch_ms(utcnow())
         db = store()._db_for_partition(partition)  # the partition's rocksdict; faust has no public handle
         batch = Batch(db.get, topic, now_ms)
-        for event in events:
+        for message in messages:
+            value = cast(bytes, message.value)  # raw values (intake.RAW)
             try:
-                envelope = Envelope.decode(event_schema, event.value)
+                envelope = Envelope.decode(event_schema, value)
             except SchemaError:
                 continue  # the rules agent dead-letters it
-            batch.apply(envelope, event.message.offset, sources[topic], event.value)
+            batch.apply(envelope, message.offset, sources[topic], value)
         # RocksDB now, the changelog with the batch; rows before the progress record (app/analytics/engine.py).
         for key, value in batch.writes():
             db[key] = value

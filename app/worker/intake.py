@@ -15,9 +15,10 @@ from typing import Any, TypeVar, cast
 import faust
 from aiokafka.errors import KafkaError
 from faust.streams import _current_event
-from faust.types import TP, EventT
+from faust.types import TP, EventT, Message
 
 from app.settings import Settings
+from app.worker import transport
 from app.worker.offsets import CommittedOffsets
 from app.worker.progress import Admission, Progress
 
@@ -64,62 +65,56 @@ class Intake:
         self._committing: asyncio.Future[Any] | None = None
         self._committed: CommittedOffsets | None = None
         self._seeking: asyncio.Task[None] | None = None
+        # Records under the inbox's capacity are fetched ahead while a batch is applied.
+        self._inbox = transport.Inbox(capacity=max(4 * settings.worker_batch_size, 4096))
         app.on_partitions_revoked.connect(cast(Any, self._finish_the_batch))  # faust types receivers narrowly
 
     async def __aenter__(self) -> Intake:
         self._committed = await CommittedOffsets(self._settings.bootstrap, self._settings.group_id).__aenter__()
         self._progress.reset()
+        transport.route(self._app, self._topics, self._inbox)
         self._seeking = asyncio.create_task(self._every_second())
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        transport.route(self._app, self._topics, None)
+        self._inbox.close()
         if self._seeking is not None:
             self._seeking.cancel()
         if self._committed is not None:
             await self._committed.__aexit__(exc_type, exc, tb)
 
-    async def batches(self, stream: faust.StreamT[bytes]) -> AsyncGenerator[list[EventT[bytes]], None]:
+    async def batches(self, stream: faust.StreamT[bytes]) -> AsyncGenerator[list[Message], None]:
         """Yield each batch's records to apply; the caller writes everything they cause (and waits
-        for Kafka's acks) before it asks for the next batch, which is when offsets are committed."""
-        async for events in self._take(stream):
+        for Kafka's acks) before it asks for the next batch, which is when offsets are committed.
+
+        `stream` is the agent's: iterating its channel subscribes the worker to the topics. The
+        records themselves come by the Intake's inbox, not by the stream (app/worker/transport.py).
+        """
+        aiter(stream.channel)  # the subscription (faust adds a topic to its conductor so)
+        async for records in self._take():
             async with self._lock:
                 self._holder = asyncio.current_task()
-                admitted = await self._admit(events)
+                admitted = await self._admit(records)
                 if not admitted:
                     continue
                 yield admitted
-                self._uncommitted.update(event.message.tp for event in admitted)
+                self._uncommitted.update(message.tp for message in admitted)
                 if time.monotonic() - self._committed_at >= self._settings.worker_commit_interval_s:
                     await self._commit()
 
-    async def _take(self, stream: faust.StreamT[bytes]) -> AsyncGenerator[list[EventT[bytes]], None]:
-        # Straight from the channel's queue, as many as are there: faust's Stream.take_events
-        # passes each event through its stream machinery, a task and its sensors, which cost
-        # more than the batch's apply. A batch is whatever waited while the last one was applied
-        # (more under load, one at a time when quiet), topped up for `worker_batch_wait_s`.
-        # A subscriber of the agent's channel, as a stream makes (faust types __aiter__ loosely).
-        channel = cast(faust.ChannelT[bytes], aiter(stream.channel))
-        queue, most, wait = channel.queue, self._settings.worker_batch_size, self._settings.worker_batch_wait_s
+    async def _take(self) -> AsyncGenerator[list[Message], None]:
+        # As many as are there: a batch is whatever came while the last one was applied (more
+        # under load, one at a time when quiet), topped up for `worker_batch_wait_s`.
+        inbox, most, wait = self._inbox, self._settings.worker_batch_size, self._settings.worker_batch_wait_s
         while True:
-            try:
-                events: list[EventT[bytes]] = [await channel.get()]
-            except StopAsyncIteration:  # faust ends its agents' channels so when the worker stops
-                return
-            self._drain(queue, events, most)
-            if wait > 0 and len(events) < most:
+            records = await inbox.take(most)
+            if wait > 0 and len(records) < most:
                 await asyncio.sleep(wait)
-                self._drain(queue, events, most)
-            yield events
-
-    @staticmethod
-    def _drain(queue: asyncio.Queue[EventT[bytes]], into: list[EventT[bytes]], most: int) -> None:
-        while len(into) < most:
-            try:
-                into.append(queue.get_nowait())
-            except asyncio.QueueEmpty:
-                return
+                records += inbox.take_nowait(most - len(records))
+            yield records
 
     async def events(self, stream: faust.StreamT[bytes]) -> AsyncGenerator[EventT[bytes], None]:
         """The same records one at a time, for agents that write faust tables: each is faust's
@@ -127,7 +122,8 @@ class Intake:
         tables' changelog, is flushed before the batch's offsets are committed."""
         async with aclosing(self.batches(stream)) as batches:
             async for batch in batches:
-                for event in batch:
+                for message in batch:
+                    event = self._app.create_event(message.key, message.value, message.headers, message)
                     _current_event.set(weakref.ref(event))
                     yield event
                 await self._app.producer.flush()
@@ -138,12 +134,11 @@ class Intake:
         async with self._lock:
             pass
 
-    async def _admit(self, events: list[EventT[bytes]]) -> list[EventT[bytes]]:
+    async def _admit(self, messages: list[Message]) -> list[Message]:
         app, progress = self._app, self._progress
         admitted = []
         assigned = app.consumer.assignment()
-        for event in events:
-            message = event.message
+        for message in messages:
             if message.generation_id != app.consumer_generation_id or message.tp not in assigned:
                 continue  # buffered before a rebalance: the partition's owner now applies it
             if message.generation_id != self._generation:
@@ -151,7 +146,7 @@ class Intake:
             if not progress.knows(message.tp):
                 progress.start(message.tp, await self._start_of(message.tp))
             if progress.admit(message.tp, message.offset) is Admission.NEXT:
-                admitted.append(event)
+                admitted.append(message)
         await self._seek_back()
         return admitted
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections import deque
+from collections.abc import Iterable
 from typing import Any, cast
 
 import aiokafka
@@ -21,7 +23,75 @@ class _ConsumerThread(driver.AIOKafkaConsumerThread):
         return consumer
 
 
+class Inbox:
+    """The records of some topics, handed from the fetch loop straight to the one reader of them.
+
+    faust hands each record to its conductor, which makes an event of it and puts it on the
+    agent's channel queue, with flow-control and pressure checks per record: a tenth of the
+    worker's time. An Intake (app/worker/intake.py) takes the records as fetched instead.
+    The fetch loop waits while the inbox holds `capacity` records, until half are taken.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self._records: deque[Message] = deque()
+        self._capacity = capacity
+        self._arrived = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._closed = False
+
+    def put(self, message: Message) -> bool:
+        """Keep the record; False if the inbox is full now, and the fetch loop should wait for `room`."""
+        if self._closed:
+            return True  # its reader is gone; its successor starts from the committed offsets
+        self._records.append(message)
+        self._arrived.set()
+        if len(self._records) >= self._capacity:
+            self._room.clear()
+            return False
+        return True
+
+    async def room(self) -> None:
+        await self._room.wait()
+
+    async def take(self, most: int) -> list[Message]:
+        """At least one record, at most `most`, in the order fetched; waits for the first."""
+        while not self._records:
+            self._arrived.clear()
+            await self._arrived.wait()
+        return self.take_nowait(most)
+
+    def take_nowait(self, most: int) -> list[Message]:
+        records = self._records
+        taken = [records.popleft() for _ in range(min(most, len(records)))]
+        if len(records) <= self._capacity // 2:
+            self._room.set()
+        return taken
+
+    def close(self) -> None:
+        """Its reader stops: the fetch loop must not wait for it to make room."""
+        self._closed = True
+        self._records.clear()
+        self._room.set()
+
+
+def route(app: faust.App, topics: Iterable[str], inbox: Inbox | None) -> None:
+    """Hand the records of `topics` to `inbox` from now on (None: to faust's conductor again)."""
+    consumer = app.consumer
+    if not isinstance(consumer, _Consumer):
+        raise TypeError("the app's consumer is not Sluice's: build the app with app.worker.transport.App")
+    for topic in topics:
+        if inbox is None:
+            consumer.inboxes.pop(topic, None)
+        else:
+            consumer.inboxes[topic] = inbox
+
+
 class _Consumer(driver.Consumer):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.inboxes: dict[str, Inbox] = {}
+
     def _new_consumer_thread(self) -> driver.AIOKafkaConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
@@ -32,8 +102,10 @@ class _Consumer(driver.Consumer):
         makes four tasks per record: in the worker's profile that was a seventh of its time. Here
         a fetch's records are handed on in one task raced the same way; a suspension, a new
         consumer generation or a stop ends the delivery between records, as faust's own would.
+        Records of a routed topic go to its inbox, the others to faust's conductor.
         """
         callback = self.callback
+        inbox_of = self.inboxes.get
         consumer_should_stop = cast(Service, self)._stopped.is_set
         fetcher_should_stop = cast(Service, fetcher)._stopped.is_set
         get_read_offset = self._read_offset.__getitem__
@@ -52,6 +124,12 @@ class _Consumer(driver.Consumer):
                     continue  # faust drops what comes below the last offset it handed on
                 if read and offset - read > 1 and acks_enabled_for(message.topic):
                     await self._add_gap(tp, read + 1, offset)
+                inbox = inbox_of(message.topic)
+                if inbox is not None:
+                    set_read_offset(tp, offset)
+                    if not inbox.put(message):
+                        await inbox.room()
+                    continue
                 if self._commit_every is not None and self._n_acked >= self._commit_every:
                     self._n_acked = 0
                     await self.commit()

@@ -11,6 +11,7 @@ from faust.types import TP, Message
 
 from app.settings import Settings
 from app.worker.main import build_app
+from app.worker.transport import Inbox, route
 
 
 async def test_the_consumer_waits_as_long_as_the_setting_says(tmp_path: Path) -> None:
@@ -85,3 +86,62 @@ async def test_records_below_the_last_handed_on_are_dropped_as_faust_drops_them(
 
 async def test_a_suspended_flow_ends_the_fetch_between_records(tmp_path: Path) -> None:
     assert await drain(tmp_path, [[0, 1, 2, 3]], stop_flow_at=1) == [0, 1]
+
+
+def message(topic: str, offset: int) -> Message:
+    return Message(topic, 0, offset, 0.0, 0, [], b"k", b"v", None, generation_id=0)
+
+
+async def test_records_of_a_routed_topic_go_to_its_inbox_and_the_others_to_faust(tmp_path: Path) -> None:
+    app = build_app(Settings(kafka_bootstrap_servers="127.0.0.1:1", data_dir=tmp_path))
+    consumer = cast(Any, app.consumer)
+    fetcher = Fetcher()
+    inbox = Inbox(capacity=100)
+    route(app, ["routed"], inbox)
+    fetched = [[message("routed", 0), message("other", 0), message("routed", 1)]]
+
+    async def getmany(timeout: float) -> AsyncIterator[Any]:
+        if not fetched:
+            fetcher._stopped.set()
+            return
+        for record in fetched.pop(0):
+            yield record.tp, record
+
+    to_faust: list[tuple[str, int]] = []
+
+    async def callback(record: Message) -> None:
+        to_faust.append((record.topic, record.offset))
+
+    consumer.getmany, consumer.callback = getmany, callback
+    await asyncio.wait_for(consumer._drain_messages(fetcher), timeout=5)
+    assert [(record.topic, record.offset) for record in inbox.take_nowait(10)] == [("routed", 0), ("routed", 1)]
+    assert to_faust == [("other", 0)]
+    route(app, ["routed"], None)
+    assert consumer.inboxes == {}
+
+
+async def test_a_full_inbox_holds_the_fetch_loop_until_half_is_taken() -> None:
+    inbox = Inbox(capacity=4)
+    assert all([inbox.put(message("t", offset)) for offset in range(3)])
+    assert not inbox.put(message("t", 3))  # full: the fetch loop waits for room
+    waiting = asyncio.create_task(inbox.room())
+    await asyncio.sleep(0)
+    assert [record.offset for record in inbox.take_nowait(1)] == [0]
+    await asyncio.sleep(0)
+    assert not waiting.done()  # three left: more than half
+    assert [record.offset for record in inbox.take_nowait(1)] == [1]
+    await asyncio.wait_for(waiting, timeout=1)
+
+
+async def test_taking_waits_for_the_first_record_and_a_closed_inbox_never_holds_the_loop() -> None:
+    inbox = Inbox(capacity=2)
+    taking = asyncio.create_task(inbox.take(10))
+    await asyncio.sleep(0)
+    assert not taking.done()
+    inbox.put(message("t", 7))
+    assert [record.offset for record in await asyncio.wait_for(taking, timeout=1)] == [7]
+    inbox.put(message("t", 8))
+    assert not inbox.put(message("t", 9))
+    inbox.close()  # its Intake stopped: whatever is fetched now is refetched by the next one
+    await asyncio.wait_for(inbox.room(), timeout=1)
+    assert inbox.put(message("t", 10)) and inbox.take_nowait(10) == []
