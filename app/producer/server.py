@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import orjson
 from aiohttp import web
 
+from app import collector
 from app.dead_letter import DeadLetter
 from app.delivery.registry import Registry
 from app.dialects import analytics, cloudevents, gamification, pubsub, segment, usage
@@ -321,6 +322,7 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None, stop:
         )
         await site.start()
         log.info("producer listening on http://%s:%d", settings.producer_host, settings.producer_port)
+        collector.settle()
         if ready is not None:
             ready.set()
         try:

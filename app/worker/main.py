@@ -8,6 +8,7 @@ import signal
 
 import faust
 
+from app import collector
 from app.schemas import SchemaSet
 from app.settings import Settings
 from app.topics import Catalog
@@ -54,11 +55,12 @@ def build_app(settings: Settings) -> faust.App:
     scheduler.register(app, settings, schemas, topology)
     wait_groups.register(app, settings, schemas, topology)
 
-    async def reload_on_sighup() -> None:
+    async def on_start() -> None:
         # mode's worker takes SIGINT, SIGTERM, SIGUSR1 and SIGUSR2; SIGHUP is ours.
         asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, rulebook.reload)
+        collector.settle()
 
-    app.task(reload_on_sighup)
+    app.task(on_start)
     return app
 
 
