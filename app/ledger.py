@@ -132,12 +132,21 @@ class Batch:
     """A run of events from one source partition, deduped and applied in order.
 
     `read` gets a table value; what this batch wrote before is read from the batch.
+    `known` holds user records as the table has them now, parsed, by key: a hit is not read.
     Entries are written as the events come (`entries`), user records once at the
     end (`users`): the worker writes all of `entries` before any of `users`.
     """
 
-    def __init__(self, read: Callable[[bytes], bytes | None], *, now: datetime, dedupe_window_s: int) -> None:
+    def __init__(
+        self,
+        read: Callable[[bytes], bytes | None],
+        *,
+        now: datetime,
+        dedupe_window_s: int,
+        known: Mapping[bytes, UserRecord] | None = None,
+    ) -> None:
         self._read = read
+        self._known = known or {}
         self._now_ms = epoch_ms(now)
         self._window_ms = dedupe_window_s * 1000
         self.entries: list[tuple[bytes, bytes]] = []
@@ -175,6 +184,11 @@ class Batch:
         """The user records this batch touched, each as it stands at the end of the batch."""
         return [(key, dump(user)) for key, user in self._users.items()]
 
+    @property
+    def user_records(self) -> Iterable[tuple[bytes, UserRecord]]:
+        """The same records, parsed."""
+        return self._users.items()
+
     def _entry(self, key: bytes) -> Entry | None:
         raw = self._written.get(key) or self._read(key)
         if raw is None:
@@ -186,6 +200,9 @@ class Batch:
     def _user(self, key: bytes) -> UserRecord:
         if key in self._users:
             return self._users[key]
+        known = self._known.get(key)
+        if known is not None:
+            return known
         raw = self._read(key)
         return UserRecord() if raw is None else UserRecord.from_dict(orjson.loads(raw))
 

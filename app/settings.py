@@ -49,6 +49,9 @@ class Settings:
         "Longest the worker waits to fill a batch: latency it may add to each event. A batch is "
         "otherwise what arrived while the last one was applied.",
     )
+    worker_cached_users: int = _setting(
+        50000, "User records the worker keeps parsed between batches (0: none), instead of reading them again."
+    )
     worker_commit_interval_s: float = _setting(
         1.0, "How often the worker commits its consumer offsets; a crash replays at most this much, deduped."
     )

@@ -21,6 +21,7 @@ from app.topology import Topology
 from app.worker import intake
 from app.worker.analytics import Windows
 from app.worker.outbox import Outbox
+from app.worker.recent_users import RecentUsers
 from app.worker.rulebook import Rulebook
 from app.worker.sweep import Sweep
 
@@ -48,6 +49,7 @@ def register(
         options={"driver": "rocksdict"},
     )
     sweep = Sweep()
+    recent = RecentUsers(settings.worker_cached_users)
     event_schema, effect_schema = schemas["event"], schemas["effect"]
     dead_letter_schema = schemas["dead_letter"]
 
@@ -87,7 +89,9 @@ def register(
         # cost a tenth of the agent's time, and the changelog is the outbox's, not faust's.
         db = cast(Any, table.data)._db_for_partition(partition)
         now = utcnow()
-        batch = ledger.Batch(db.get, now=now, dedupe_window_s=settings.dedupe_window_s)
+        batch = ledger.Batch(
+            db.get, now=now, dedupe_window_s=settings.dedupe_window_s, known=recent.of(messages[0].generation_id)
+        )
         for message in messages:
             value = cast(bytes, message.value)  # raw values (intake.RAW)
             try:
@@ -130,3 +134,4 @@ def register(
             writes.put(key, value)
             outbox.add(changelog, partition, key, value)
         db.write(writes)
+        recent.keep(batch.user_records)
