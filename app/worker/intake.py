@@ -176,14 +176,27 @@ class Intake:
                 log.info("a hole in %s[%d] at %d: seeking back", *where, offset)
                 await self._seek(TP(*where), offset)
 
-    async def _seek(self, tp: TP, offset: int) -> None:
-        # faust's seek, not seek_wait: that waits in the consumer thread for the new position,
-        # holding one of the two workers its fetches need too. The seek also lowers faust's
-        # read offset, below which its fetch loop drops records.
+    def _settled(self) -> bool:
+        # No rebalance or recovery began since this generation's positions were read: while one
+        # runs, faust pauses, seeks and resumes partitions itself, and a seek or resume here
+        # (after an await that let the rebalance in) would undo its pause.
+        app = self._app
+        return not (app.rebalancing or app.in_recovery) and app.consumer_generation_id == self._generation
+
+    async def _seek(self, tp: TP, offset: int, *, resume: bool = False) -> None:
+        # Not faust's seek_wait: that waits in the consumer thread for the new position, holding
+        # one of the two workers its fetches need too. The seek also lowers faust's read offset,
+        # below which its fetch loop drops records.
+        if not self._settled():
+            return
         try:
-            await self._app.consumer.seek(tp, offset)
-        except KafkaError as exc:  # moved away meanwhile; the timer seeks again while the hole stays open
+            await asyncio.wait_for(transport.seek(self._app, tp, offset), timeout=ASK_TIMEOUT_S)
+        except (KafkaError, TimeoutError) as exc:  # the timer seeks again while the hole stays open
             log.warning("seeking %s[%d] to %d failed: %r", *tp, offset, exc)
+            return
+        self._inbox.forget(tp)
+        if resume:
+            self._app.consumer.resume_partitions({tp})
 
     async def _ask(self, what: str, ask: Callable[[], Awaitable[T]]) -> T:
         # A broker call the batch lock waits on: asked again rather than waited on for ever.
@@ -246,7 +259,10 @@ class Intake:
         for tp in [tp for tp in consumer.assignment() if tp.topic in self._topics]:
             if not self._progress.knows(tp):  # no record yet this generation: a hole may be all there is
                 self._progress.start(tp, await self._start_of(tp))
-            handed_on = consumer._read_offset.get(tp)  # the last offset faust's fetch loop handed on
+            # Not faust's read offset: its seek sets that to the offset sought, which no record
+            # may have reached (every partition then looked fetched past its position, and was
+            # sought again every two seconds for ever).
+            handed_on = self._inbox.last_put(tp, self._generation)
             if handed_on is not None:
                 fetched[tp] = handed_on + 1
             try:
@@ -270,8 +286,7 @@ class Intake:
                     "on" if consumer.flow_active else "off",
                     tp in consumer._paused_partitions,
                 )
-            await self._seek(tp, offset)
-            consumer.resume_partitions({tp})
+            await self._seek(tp, offset, resume=True)
 
     async def _commit(self) -> None:
         # An interval, not every batch: a coordinator round trip per small batch cost more than

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from typing import Any, cast
 
 import aiokafka
@@ -34,6 +34,7 @@ class Inbox:
 
     def __init__(self, capacity: int) -> None:
         self._records: deque[Message] = deque()
+        self._last: dict[TP, tuple[int | None, int]] = {}  # (generation, offset) of the last record put, per partition
         self._capacity = capacity
         self._arrived = asyncio.Event()
         self._room = asyncio.Event()
@@ -45,11 +46,21 @@ class Inbox:
         if self._closed:
             return True  # its reader is gone; its successor starts from the committed offsets
         self._records.append(message)
+        self._last[message.tp] = (message.generation_id, message.offset)
         self._arrived.set()
         if len(self._records) >= self._capacity:
             self._room.clear()
             return False
         return True
+
+    def last_put(self, tp: TP, generation: int | None) -> int | None:
+        """The offset of the last record of `tp` put here in `generation` since the last `forget`."""
+        last = self._last.get(tp)
+        return last[1] if last is not None and last[0] == generation else None
+
+    def forget(self, tp: TP) -> None:
+        """`tp` was sought: what was put before says nothing of what the fetch loop reads next."""
+        self._last.pop(tp, None)
 
     async def room(self) -> None:
         await self._room.wait()
@@ -87,10 +98,26 @@ def route(app: faust.App, topics: Iterable[str], inbox: Inbox | None) -> None:
             consumer.inboxes[topic] = inbox
 
 
+def seek(app: faust.App, tp: TP, offset: int) -> Awaitable[None]:
+    """Seek `tp` to `offset` from the consumer's own thread (faust's seek calls into it from this one)."""
+    consumer = app.consumer
+    if not isinstance(consumer, _Consumer):
+        raise TypeError("the app's consumer is not Sluice's: build the app with app.worker.transport.App")
+    return consumer.seek_in_thread(tp, offset)
+
+
 class _Consumer(driver.Consumer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.inboxes: dict[str, Inbox] = {}
+
+    async def seek_in_thread(self, tp: TP, offset: int) -> None:
+        # faust's seek calls aiokafka's from the main thread, and that completes futures of the
+        # consumer thread's loop (the position and fetch waiters) without waking it, racing its
+        # rebalances. In the thread, as faust's seek_wait does, but without waiting for a position.
+        thread = self._thread
+        await thread.call_thread(thread._ensure_consumer().seek, tp, offset)
+        self._read_offset[tp] = offset if offset else None  # as faust's seek: refetched records pass
 
     def _new_consumer_thread(self) -> driver.AIOKafkaConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
