@@ -2,8 +2,8 @@
 
 A group key's windows live in the partitions of the users whose events made them, so
 every query asks each worker for its partitions' partial aggregates and merges them. The
-workers say who holds which partition (faust's assignment, GET /analytics/cluster/ on any
-worker); each is asked for exactly those, and answers for the ones it has ready, so a
+workers say who holds which partition (faust's assignment, GET /analytics/cluster/; the
+newest consumer generation's map wins); each is asked for exactly those, and answers for the ones it has ready, so a
 partition is counted once. Until every partition has answered (a rebalance, a dead worker
 whose partitions are moving) the gatherer asks again, and past SLUICE_ANALYTICS_QUERY_TIMEOUT_S
 the answer is 503.
@@ -95,18 +95,24 @@ class Workers:
             return None
 
     async def _refresh(self) -> None:
-        for seed in self._seeds:
-            try:
-                async with self._http().get(f"{seed}/analytics/cluster/") as response:
-                    if response.status != 200:
-                        continue
-                    body = orjson.loads(await response.read())
-            except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError):
-                continue
-            owners = {p: url.rstrip("/") for url, parts in body["workers"].items() for p in parts}
-            if owners:
-                self._owners = owners
-                return
+        # Every worker's map, and the newest generation's wins: a worker that left the group
+        # (a long pause, cut off from the broker) still answers with the assignment it last had.
+        maps = await asyncio.gather(*(self._map_of(seed) for seed in self._seeds))
+        newest = max((m for m in maps if m is not None and m[1]), key=lambda m: m[0], default=None)
+        if newest is not None:
+            self._owners = newest[1]
+
+    async def _map_of(self, seed: str) -> tuple[int, dict[int, str]] | None:
+        """(generation, partition -> worker URL) as the worker at `seed` last saw the group."""
+        try:
+            async with self._http().get(f"{seed}/analytics/cluster/") as response:
+                if response.status != 200:
+                    return None
+                body = orjson.loads(await response.read())
+        except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError):
+            return None
+        owners = {p: url.rstrip("/") for url, parts in body["workers"].items() for p in parts}
+        return body.get("generation", -1), owners
 
 
 WORKERS = web.AppKey("analytics_workers", Workers)

@@ -145,10 +145,12 @@ def register(
 
     @app.page("/analytics/cluster/")
     async def cluster(view: Any, request: Any) -> Any:
-        """Which worker (canonical URL) holds which table partitions, as the group's assignment says."""
+        """Which worker (canonical URL) holds which table partitions, as the group's assignment
+        says, and that assignment's generation: the newest of the workers' maps is the group's."""
         hosts = app.router.table_metadata(TABLE)
         workers = {url: sorted(p for parts in topics.values() for p in parts) for url, topics in hosts.items()}
-        return view.json({"partitions": topology.partitions, "workers": workers})
+        generation = app.consumer_generation_id
+        return view.json({"partitions": topology.partitions, "generation": generation, "workers": workers})
 
     @app.page("/analytics/rows/")
     async def rows(view: Any, request: Any) -> Any:
