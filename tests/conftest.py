@@ -10,7 +10,7 @@ import pytest
 
 from app.kafka_local import LocalBroker, wait_for_kafka
 from app.settings import Settings
-from tests.support.stack import free_port
+from tests.support.stack import SluiceProcess, free_port
 
 # --- Kafka -----------------------------------------------------------------------------------
 # A test that requests `kafka_bootstrap` must also carry `@pytest.mark.integration` (or a module
@@ -91,3 +91,25 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 # --- end of Kafka ------------------------------------------------------------------------------
+
+
+# --- what the processes said, when a test fails ------------------------------------------------
+
+_FIRST_PROCESS = pytest.StashKey[int]()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    item.stash[_FIRST_PROCESS] = len(SluiceProcess.started)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()
+    if report.when != "call" or not report.failed:
+        return
+    first = item.stash.get(_FIRST_PROCESS, len(SluiceProcess.started))
+    for n, process in enumerate(SluiceProcess.started):
+        if n >= first or process.running():  # its own, and those of fixtures it shares
+            report.sections.append((f"sluice {process.command} log", process.report()))

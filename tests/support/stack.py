@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from aiokafka import AIOKafkaConsumer
 
@@ -43,7 +43,12 @@ class SluiceProcess:
     log: Path
     process: subprocess.Popen[bytes] | None = None
 
+    # Every process started, for the report of a failed test (tests/conftest.py): CI shows
+    # only pytest's output, and a worker's log is what says why an answer never came.
+    started: ClassVar[list[SluiceProcess]] = []
+
     def start(self) -> None:
+        SluiceProcess.started.append(self)
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "app", self.command], env=self.env, stdout=out, stderr=out, cwd=REPO
@@ -54,6 +59,15 @@ class SluiceProcess:
 
     def log_tail(self, lines: int = 40) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+    def report(self, lines: int = 12) -> str:
+        """The log's warnings and errors, and its last lines, folded to a screen's width."""
+        text = self.log.read_text(errors="replace").splitlines() if self.log.exists() else []
+        loud = [line for line in text if "[WARNING]" in line or "[ERROR]" in line or "Traceback" in line]
+        state = "running" if self.running() else f"exited {self.process.returncode if self.process else None}"
+        parts = [f"== {self.command} ({state}), {self.log}", "-- warnings and errors:", *loud[-lines:]]
+        parts += ["-- last lines:", *text[-lines:]]
+        return "\n".join(line[:300] for line in parts)
 
     def stop(self, timeout: float = 30.0) -> int | None:
         if self.process is None:
