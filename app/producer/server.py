@@ -78,8 +78,8 @@ class Context:
 
 
 CONTEXT = web.AppKey("context", Context)
-PRINCIPAL = "sluice.principal"
-RAW_BODY = "sluice.raw_body"
+PRINCIPAL = web.RequestKey("sluice_principal", Principal)
+RAW_BODY = web.RequestKey("sluice_raw_body", bytes)
 
 
 def json_response(status: int, body: object, headers: dict[str, str] | None = None) -> web.Response:
