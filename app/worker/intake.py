@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import logging
 import time
@@ -63,6 +64,7 @@ class Intake:
         self._lock = asyncio.Lock()  # held from a batch's first read to its commit
         self._holder: asyncio.Task[Any] | None = None  # the task in the batch lock, for the stall report
         self._committing: asyncio.Future[Any] | None = None
+        self._said_slow = False
         self._committed: CommittedOffsets | None = None
         self._seeking: asyncio.Task[None] | None = None
         # Records under the inbox's capacity are fetched ahead while a batch is applied.
@@ -132,7 +134,7 @@ class Intake:
         # Partitions are given away only after the batch in flight is written: else the new
         # owner recovers a changelog the old one still writes to (seed 1487835131).
         async with self._lock:
-            pass
+            await self._commit_finished()
 
     async def _admit(self, messages: list[Message]) -> list[Message]:
         app, progress = self._app, self._progress
@@ -292,8 +294,14 @@ class Intake:
         # An interval, not every batch: a coordinator round trip per small batch cost more than
         # the batch at 1,000 events/s. What a crash leaves uncommitted comes again, and the
         # agent's state must recognise it (app/ledger.py does).
-        if self._committing is not None and not self._committing.done():
-            return  # the last commit is still out: these offsets go with the next
+        committing = self._committing
+        if committing is not None and not committing.done():
+            # The last commit is still out: these offsets go with the next. aiokafka retries a
+            # commit for as long as the coordinator is unavailable; say so once it is long.
+            if time.monotonic() - self._committed_at >= ASK_TIMEOUT_S and not self._said_slow:
+                self._said_slow = True
+                log.warning("a commit has had no answer for %.0f s; later offsets wait for it", ASK_TIMEOUT_S)
+            return
         self._committed_at = time.monotonic()
         assigned = self._app.consumer.assignment()
         offsets = {
@@ -302,12 +310,22 @@ class Intake:
         self._uncommitted.clear()
         if not offsets:
             return
-        # faust's consumer holds the group membership, so its commit is the group's. aiokafka
-        # retries a commit for as long as the coordinator is unavailable: waited for a while,
-        # never for ever, and the offsets stay due.
+        # faust's consumer holds the group membership, so its commit is the group's. Not waited
+        # for: the batch loop waited a coordinator round trip every second, 18 to 95 ms at
+        # 1,000 events/s, and every event behind it waited too (issue 4's p99). The offsets are
+        # of batches already written, so nothing is committed ahead of its effects.
+        self._said_slow = False
         self._committing = asyncio.ensure_future(cast(Any, self._app.consumer)._commit(offsets))
-        try:
-            await asyncio.wait_for(asyncio.shield(self._committing), timeout=ASK_TIMEOUT_S)
-        except TimeoutError:
-            log.warning("no answer to a commit within %.0f s: its offsets go with the next", ASK_TIMEOUT_S)
-            self._uncommitted.update(offsets)
+        self._committing.add_done_callback(functools.partial(self._after_commit, offsets, self._generation))
+
+    def _after_commit(self, offsets: dict[TP, int], generation: int | None, done: asyncio.Future[Any]) -> None:
+        failed = done.cancelled() or done.exception() is not None or done.result() is False
+        if failed and generation == self._generation:
+            self._uncommitted.update(offsets)  # due again: the next commit takes their positions then
+
+    async def _commit_finished(self) -> None:
+        # Before partitions are given away: what was applied here is committed here, as far as
+        # the coordinator still takes it, and its new owner starts after it.
+        committing = self._committing
+        if committing is not None and not committing.done():
+            await asyncio.wait({committing}, timeout=ASK_TIMEOUT_S)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any, cast
 
@@ -104,3 +105,78 @@ async def test_nothing_is_sought_once_faust_rebalances_or_recovers(timer: tuple[
     app.consumer.highwater = recovering
     await taken._seek_stuck()
     assert partition.sought == [] and partition.resumed == 0
+
+
+class Commits:
+    """faust's consumer commit, answered when the test says."""
+
+    def __init__(self, consumer: Any) -> None:
+        self.asked: list[dict[TP, int]] = []
+        self.answers: list[asyncio.Future[bool]] = []
+        consumer._commit = self.commit
+        consumer.assignment = lambda: {TP0}
+
+    async def commit(self, offsets: dict[TP, int]) -> bool:
+        self.asked.append(dict(offsets))
+        answer: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self.answers.append(answer)
+        return await answer
+
+
+async def settle() -> None:
+    """Let the commit's task and its done callback run."""
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+def applied(taken: intake.Intake, up_to: int) -> None:
+    """As if the batch loop applied TP0's records up to `up_to`."""
+    taken._generation = 3
+    if not taken._progress.knows(TP0):
+        taken._progress.start(TP0, up_to)
+    while taken._progress.position(TP0) < up_to:
+        taken._progress.admit(TP0, taken._progress.position(TP0))
+    taken._uncommitted.add(TP0)
+
+
+async def test_a_commit_does_not_hold_the_batch_loop(timer: tuple[Any, intake.Intake]) -> None:
+    app, taken = timer
+    commits = Commits(app.consumer)
+    applied(taken, 50)
+    await asyncio.wait_for(taken._commit(), timeout=1)  # returns with the commit still out
+    await settle()
+    assert commits.asked == [{TP0: 50}] and not commits.answers[0].done()
+    applied(taken, 60)
+    await taken._commit()  # the last is still out: these offsets wait for the next
+    assert len(commits.asked) == 1
+    commits.answers[0].set_result(True)
+    await settle()
+    taken._committed_at = 0
+    await taken._commit()
+    await settle()
+    assert commits.asked[-1] == {TP0: 60}
+
+
+async def test_a_failed_commit_leaves_its_partitions_due(timer: tuple[Any, intake.Intake]) -> None:
+    app, taken = timer
+    commits = Commits(app.consumer)
+    applied(taken, 50)
+    await taken._commit()
+    await settle()
+    assert taken._uncommitted == set()
+    commits.answers[0].set_result(False)  # faust's answer when the group rebalanced meanwhile
+    await settle()
+    assert taken._uncommitted == {TP0}
+
+
+async def test_partitions_are_given_away_after_the_commit_in_flight(timer: tuple[Any, intake.Intake]) -> None:
+    app, taken = timer
+    commits = Commits(app.consumer)
+    applied(taken, 50)
+    await taken._commit()
+    await settle()
+    revoking = asyncio.create_task(taken._finish_the_batch(app))
+    await asyncio.sleep(0.05)
+    assert not revoking.done()
+    commits.answers[0].set_result(True)
+    await asyncio.wait_for(revoking, timeout=1)
