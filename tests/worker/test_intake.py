@@ -139,12 +139,18 @@ def applied(taken: intake.Intake, up_to: int) -> None:
     taken._uncommitted.add(TP0)
 
 
+async def committing(app: Any, taken: intake.Intake, up_to: int) -> Commits:
+    """Records applied up to `up_to`, and a commit of them asked for (not answered)."""
+    commits = Commits(app.consumer)
+    applied(taken, up_to)
+    await taken._commit()
+    await settle()
+    return commits
+
+
 async def test_a_commit_does_not_hold_the_batch_loop(timer: tuple[Any, intake.Intake]) -> None:
     app, taken = timer
-    commits = Commits(app.consumer)
-    applied(taken, 50)
-    await asyncio.wait_for(taken._commit(), timeout=1)  # returns with the commit still out
-    await settle()
+    commits = await asyncio.wait_for(committing(app, taken, 50), timeout=1)  # returns with the commit out
     assert commits.asked == [{TP0: 50}] and not commits.answers[0].done()
     applied(taken, 60)
     await taken._commit()  # the last is still out: these offsets wait for the next
@@ -159,10 +165,7 @@ async def test_a_commit_does_not_hold_the_batch_loop(timer: tuple[Any, intake.In
 
 async def test_a_failed_commit_leaves_its_partitions_due(timer: tuple[Any, intake.Intake]) -> None:
     app, taken = timer
-    commits = Commits(app.consumer)
-    applied(taken, 50)
-    await taken._commit()
-    await settle()
+    commits = await committing(app, taken, 50)
     assert taken._uncommitted == set()
     commits.answers[0].set_result(False)  # faust's answer when the group rebalanced meanwhile
     await settle()
@@ -171,10 +174,7 @@ async def test_a_failed_commit_leaves_its_partitions_due(timer: tuple[Any, intak
 
 async def test_partitions_are_given_away_after_the_commit_in_flight(timer: tuple[Any, intake.Intake]) -> None:
     app, taken = timer
-    commits = Commits(app.consumer)
-    applied(taken, 50)
-    await taken._commit()
-    await settle()
+    commits = await committing(app, taken, 50)
     revoking = asyncio.create_task(taken._finish_the_batch(app))
     await asyncio.sleep(0.05)
     assert not revoking.done()
