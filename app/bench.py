@@ -621,6 +621,9 @@ async def drive_steady(url: str, rate: float, seconds: float, prefix: str, conne
     return Steady(sent, clock, response_s, failures, achieved, answered_rate)
 
 
+WARM_UP_S = 5.0
+
+
 def _ms(values: list[float], q: float) -> float:
     return Result(len(values), 1.0, values).percentile(q)
 
@@ -665,8 +668,10 @@ async def bench_pipeline(settings: Settings, events: int, rate: float, seconds: 
                 print(f"  {expected:,} effects in {last - first:.2f} s; {copies} repeated effect records", flush=True)
 
                 async with producer_process(env, workdir) as url:
-                    # Warm up the connections, the producer's metadata and the worker's fetch loop.
-                    warm = await drive_steady(url, rate, 1.0, "warm" + uuid.uuid4().hex[:6])
+                    # Warm up the connections, the producer's metadata and the worker's fetch loop,
+                    # and let the worker settle from the backlog into a steady state (RocksDB flushes
+                    # and compactions of phase 1): 5 s of the same load, not measured.
+                    warm = await drive_steady(url, rate, WARM_UP_S, "warm" + uuid.uuid4().hex[:6])
                     await reader.wait_for(
                         lambda: sum(1 for e in warm.sent if e in reader.seen), len(warm.sent), worker, 30, "warm-up"
                     )
