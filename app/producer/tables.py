@@ -3,8 +3,8 @@
 A group key's windows live in the partitions of the users whose events made them, so
 every query asks each worker for its partitions' partial aggregates and merges them. The
 workers say who holds which partition (faust's assignment, GET /analytics/cluster/; the
-newest consumer generation's map wins); each is asked for exactly those, and answers for the ones it has ready, so a
-partition is counted once. Until every partition has answered (a rebalance, a dead worker
+newest consumer generation's map wins); each is asked for exactly those, and answers for
+the ones it has ready, so a partition is counted once. Until every partition has answered (a rebalance, a dead worker
 whose partitions are moving) the gatherer asks again, and past SLUICE_ANALYTICS_QUERY_TIMEOUT_S
 the answer is 503.
 """

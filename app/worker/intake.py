@@ -192,7 +192,8 @@ class Intake:
         if not self._settled():
             return
         try:
-            await asyncio.wait_for(transport.seek(self._app, tp, offset), timeout=ASK_TIMEOUT_S)
+            # Made in the consumer's thread (transport._Consumer._seek).
+            await asyncio.wait_for(self._app.consumer.seek(tp, offset), timeout=ASK_TIMEOUT_S)
         except (KafkaError, TimeoutError) as exc:  # the timer seeks again while the hole stays open
             log.warning("seeking %s[%d] to %d failed: %r", *tp, offset, exc)
             return

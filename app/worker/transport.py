@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Awaitable, Iterable
+from collections.abc import Iterable
 from typing import Any, cast
 
 import aiokafka
@@ -98,26 +98,17 @@ def route(app: faust.App, topics: Iterable[str], inbox: Inbox | None) -> None:
             consumer.inboxes[topic] = inbox
 
 
-def seek(app: faust.App, tp: TP, offset: int) -> Awaitable[None]:
-    """Seek `tp` to `offset` from the consumer's own thread (faust's seek calls into it from this one)."""
-    consumer = app.consumer
-    if not isinstance(consumer, _Consumer):
-        raise TypeError("the app's consumer is not Sluice's: build the app with app.worker.transport.App")
-    return consumer.seek_in_thread(tp, offset)
-
-
 class _Consumer(driver.Consumer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.inboxes: dict[str, Inbox] = {}
 
-    async def seek_in_thread(self, tp: TP, offset: int) -> None:
-        # faust's seek calls aiokafka's from the main thread, and that completes futures of the
+    async def _seek(self, partition: TP, offset: int) -> None:
+        # faust's calls aiokafka's seek from the main thread, and that completes futures of the
         # consumer thread's loop (the position and fetch waiters) without waking it, racing its
         # rebalances. In the thread, as faust's seek_wait does, but without waiting for a position.
         thread = self._thread
-        await thread.call_thread(thread._ensure_consumer().seek, tp, offset)
-        self._read_offset[tp] = offset if offset else None  # as faust's seek: refetched records pass
+        await thread.call_thread(thread._ensure_consumer().seek, partition, offset)
 
     def _new_consumer_thread(self) -> driver.AIOKafkaConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)

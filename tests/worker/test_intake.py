@@ -27,7 +27,7 @@ class Partition:
         consumer.assignment = lambda: {TP0}
         consumer.highwater = lambda tp: self.end
         consumer.resume_partitions = self.resume
-        consumer.seek_in_thread = self.seek
+        consumer.seek = self.seek
 
     async def seek(self, tp: TP, offset: int) -> None:
         self.sought.append(offset)

@@ -145,3 +145,27 @@ async def test_taking_waits_for_the_first_record_and_a_closed_inbox_never_holds_
     inbox.close()  # its Intake stopped: whatever is fetched now is refetched by the next one
     await asyncio.wait_for(inbox.room(), timeout=1)
     assert inbox.put(message("t", 10)) and inbox.take_nowait(10) == []
+
+
+async def test_a_seek_is_made_in_the_consumer_thread(tmp_path: Path) -> None:
+    # faust's own calls aiokafka's seek from the main thread, completing the consumer thread's futures.
+    app = build_app(Settings(kafka_bootstrap_servers="127.0.0.1:1", data_dir=tmp_path))
+    consumer = cast(Any, app.consumer)
+    thread = consumer._thread
+    sought: list[tuple[TP, int]] = []
+
+    class Kafka:
+        def seek(self, tp: TP, offset: int) -> None:
+            sought.append((tp, offset))
+
+    in_thread: list[Any] = []
+
+    async def call_thread(fun: Any, *args: Any) -> Any:
+        in_thread.append(fun)
+        return fun(*args)
+
+    thread._ensure_consumer = Kafka
+    thread.call_thread = call_thread
+    await consumer.seek(TP("t", 0), 7)
+    assert sought == [(TP("t", 0), 7)] and len(in_thread) == 1
+    assert consumer._read_offset[TP("t", 0)] == 7  # faust's seek still lowers its read offset
