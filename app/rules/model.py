@@ -225,17 +225,21 @@ class Effect:
         return self.points.get(COINS, 0)
 
     def to_dict(self) -> dict[str, Any]:
-        """The `changes`/`totals` part of the Avro Effect record (schemas/effect.avsc)."""
+        """The `changes`/`totals` part of the Avro Effect record (schemas/effect.avsc).
+
+        Its mappings are this effect's own (never changed), not copies, as the worker builds
+        one record an event: read it, do not change it.
+        """
         totals = self.totals
         return {
             "rules_fired": list(self.rules_fired),
             "changes": {
                 "coins": self.coins,
-                "points": dict(self.points),
-                "counters": dict(self.counters),
+                "points": self.points,
+                "counters": self.counters,
                 "badges_awarded": list(self.badges_awarded),
                 "badges_ready": list(self.badges_ready),
-                "tokens": dict(self.tokens),
+                "tokens": self.tokens,
                 "evolution_ready": self.evolution_ready,
                 "streak_milestones": [{"streak": name, "days": days} for name, days in self.streak_milestones],
                 # Avro has no "any JSON" type: a payload travels as JSON text, like the envelope's data.
@@ -243,11 +247,11 @@ class Effect:
             },
             "totals": {
                 "coins": totals.coins,
-                "points": dict(totals.points),
-                "counters": dict(totals.counters),
+                "points": totals.points,
+                "counters": totals.counters,
                 "badges": list(totals.badges),
                 "badges_ready": list(totals.badges_ready),
-                "tokens": dict(totals.tokens),
+                "tokens": totals.tokens,
                 "streaks": {name: {"current": s.current, "longest": s.longest} for name, s in totals.streaks.items()},
             },
             "debug_reason": self.debug_reason,

@@ -3,8 +3,9 @@ from typing import Any
 
 import pytest
 
+from app.instants import epoch_ms
 from app.rules import Fact, UserState, apply, parse_rules
-from app.rules.model import Rule
+from app.rules.model import Rule, Streak
 
 AT = datetime(2026, 4, 22, 10, 30, tzinfo=UTC)
 
@@ -247,12 +248,53 @@ def test_no_matching_rules_and_no_state_change_are_explained() -> None:
 
 
 def test_input_state_is_not_mutated_and_state_round_trips() -> None:
-    before = UserState(counters={"n": 1}, badges=("a",))
-    after, effect = run(
-        [{"id": "r", "then": [{"increment": "n"}, {"award_badge": "b"}, {"update_streak": {}}]}], fact(), state=before
+    # The engine shares the state's collections until a rule changes one: every kind of change
+    # must leave the state it was given as it was.
+    before = UserState(
+        points={"coins": 5, "xp": 90},
+        counters={"n": 1},
+        badges=("a",),
+        badges_ready=("b",),
+        tokens={"hint": 1},
+        streaks={"daily": Streak(current=2, longest=2, last_day=AT.date().toordinal() - 1)},
+        levels={"xp": 50},
+        windows={"w:burst": (epoch_ms(AT) - 1000,)},
     )
-    assert before.counters == {"n": 1} and before.badges == ("a",)
+    snapshot = before.to_dict()
+    after, effect = run(
+        [
+            {
+                "id": "r",
+                "then": [
+                    {"increment": "n"},
+                    {"add_points": {"currency": "xp", "amount": 20}},
+                    {"award_badge": "b"},
+                    {"badge_ready": "c"},
+                    {"grant_tokens": {"token": "hint", "amount": 2}},
+                    {"update_streak": {"name": "daily"}},
+                    {"evolution_ready": {"currency": "xp", "levels": [100]}},
+                ],
+            },
+            {"id": "w", "then": [{"award_badge": {"badge": "burst", "within": {"events": 3, "seconds": 60}}}]},
+        ],
+        fact(),
+        state=before,
+    )
+    assert before.to_dict() == snapshot
+    assert after.to_dict() != snapshot
+    assert (after.badges, after.badges_ready, after.tokens, after.levels) == (
+        ("a", "b"),
+        ("c",),
+        {"hint": 3},
+        {"xp": 100},
+    )
+    assert after.streaks["daily"].current == 3 and after.windows["w:burst"] == (epoch_ms(AT) - 1000, epoch_ms(AT))
     assert UserState.from_dict(after.to_dict()) == after
+    after, effect = run(
+        [{"id": "r", "then": [{"increment": "n"}, {"award_badge": "b"}, {"update_streak": {}}]}],
+        fact(),
+        state=UserState(),
+    )
     assert effect.gamification() == {
         "coins": 0,
         "badges_awarded": ["b"],
