@@ -30,7 +30,7 @@ class Publisher:
     pure-Python key hash each) at a third of the producer's time, and concurrent
     callers of its batch API on one partition time out early (its add_batch loop
     subtracts the elapsed time from the timeout again on every pass), so only the
-    flusher talks to aiokafka. Records queued while a batch is in flight go together
+    flusher talks to aiokafka. Records queued while a flush awaits its acks go together
     into the next one, in arrival order, so one user's records keep their order.
     """
 
@@ -118,6 +118,12 @@ class Publisher:
             task = asyncio.create_task(self._await_acks(acks, waiting))
             self._settling.add(task)
             task.add_done_callback(self._settling.discard)
+            # One flush out at a time. aiokafka sends a broker one request at a time and holds one
+            # pending batch per partition, so a flush made while one was out waited inside aiokafka
+            # for it, and what came after waited a third round trip (publish p50 18 ms against an
+            # ack p50 of 6 ms, at 1,000/s). Held here, what comes meanwhile goes out together next.
+            # Not cancelled with the flusher: `stop` waits for its acks.
+            await asyncio.wait({task})
 
     async def _send(self, records: list[Record]) -> list[asyncio.Future[RecordMetadata]]:
         """Queue the records as one batch per partition (more if one fills); return the batches' futures."""
