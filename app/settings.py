@@ -74,6 +74,11 @@ class Settings:
     publish_timeout_s: float = _setting(10.0, "How long the producer waits for Kafka's ack before a 503.")
     effect_timeout_s: float = _setting(5.0, "How long the gamification endpoints wait for effects before a 202.")
     dedupe_window_s: int = _setting(7 * 24 * 3600, "How long an event id is remembered for deduplication.")
+    wait_group_retention_s: int = _setting(
+        7 * 24 * 3600,
+        "How long a wait group instance is kept after its deadline: events naming it are accepted (and "
+        "count for nothing) until then, and refused after.",
+    )
     log_level: str = _setting("info", "debug, info, warning or error.")
     webhook_timeout_s: float = _setting(5.0, "How long one webhook POST may take before it counts as failed.")
     webhook_retry_s: float = _setting(
@@ -146,6 +151,7 @@ class Settings:
             "replication_factor",
             "max_body_bytes",
             "dedupe_window_s",
+            "wait_group_retention_s",
             "producer_processes",
             "worker_batch_size",
         ):

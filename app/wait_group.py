@@ -148,6 +148,18 @@ class Instance:
             return TIMED_OUT
         return None
 
+    def forget_at(self, retention_s: float) -> datetime:
+        """When the instance is deleted: `retention_s` after its deadline, by which time it has ended."""
+        return self.deadline + timedelta(seconds=retention_s)
+
+    def due(self, retention_s: float) -> datetime:
+        """When the worker looks at it next: at its deadline while open, then to forget it."""
+        return self.deadline if self.status == OPEN else self.forget_at(retention_s)
+
+    def forgotten(self, now: datetime, retention_s: float) -> bool:
+        """Past its retention: it is deleted, and an event naming it is refused from then on."""
+        return self.status != OPEN and now >= self.forget_at(retention_s)
+
     def outcome(self, status: str, now: datetime) -> Envelope:
         """The event the target topic gets. Its id is fixed by instance and outcome, so a re-emit is a duplicate."""
         missing = {

@@ -26,10 +26,18 @@ from tests.worker.test_crash import wait_ready
 pytestmark = pytest.mark.integration
 KEY, OTHER = "sched_key_1", "sched_key_2"
 KEYS = f"{KEY}:acme,{OTHER}:globex"
+RETENTION_S = 3
 
 
 async def start_stack(bootstrap: str, workdir: Path) -> Stack:
-    stack = Stack.create(bootstrap, workdir, api_keys=KEYS, SLUICE_WORKER_SESSION_TIMEOUT_S="6")
+    # Ended wait group instances are forgotten RETENTION_S after their deadline (7 days by default).
+    stack = Stack.create(
+        bootstrap,
+        workdir,
+        api_keys=KEYS,
+        SLUICE_WORKER_SESSION_TIMEOUT_S="6",
+        SLUICE_WAIT_GROUP_RETENTION_S=str(RETENTION_S),
+    )
     settings = Settings.from_env(stack.env)
     await ensure_topics(settings.bootstrap, Topology.of(settings, Catalog.load(settings.topics_dir)))
     await stack.start_producer()
@@ -236,6 +244,34 @@ async def test_a_wait_group_completes_once_in_any_order_and_times_out_otherwise(
     assert f"{left}:completed" not in found
     late = SCHEMAS.decode(found[timed_out][0].value)[1]
     assert orjson.loads(late["data"])["missing"] == {"orders": 1, "usage": 1}
+
+
+async def test_an_ended_instance_is_deleted_after_its_retention(stack: Stack) -> None:
+    # Else the worker's table, the compacted wait_groups topic and every producer's copy of it
+    # keep every instance ever started.
+    group = await new_group(stack, timeout_s=1)
+    instance = await new_instance(stack, group)
+    status, _ = await call(stack, "POST", "/topics/orders/events", order("y", wait_group_instance_id=instance))
+    assert status == 200
+    key = f"acme:{instance}".encode()
+
+    def deleted(messages: list[Any]) -> bool:
+        return any(m.key == key and m.value is None for m in messages)
+
+    # Timed out at 1 s, forgotten RETENTION_S later: a tombstone on the topic, and one in the table.
+    found = await read_raw_until(
+        stack.bootstrap, stack.topic("wait_groups"), deleted, timeout=60, describe="a tombstone"
+    )
+    assert [m.value is None for m in found if m.key == key] == [False, True]  # the instance, then its tombstone
+    await read_raw_until(
+        stack.bootstrap, stack.topic("sluice-wait_groups-changelog"), deleted, timeout=60, describe="the table's delete"
+    )
+    status, answer = await call(stack, "POST", "/topics/orders/events", order("z", wait_group_instance_id=instance))
+    assert (status, answer["error"]["field"], answer["error"]["code"]) == (
+        400,
+        "wait_group_instance_id",
+        "wait_group_instance_not_found",
+    )
 
 
 async def test_wait_groups_are_the_tenants_own(stack: Stack) -> None:

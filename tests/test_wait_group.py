@@ -92,3 +92,15 @@ def test_it_ends_once() -> None:
     assert done.decide(NOW + timedelta(days=1)) is None
     assert done.arrive("orders", "o1") == done
     assert Instance.start("acme", "wgi_4", GROUP, None, NOW).status == OPEN
+
+
+def test_an_ended_instance_is_due_again_to_be_forgotten_after_its_retention() -> None:
+    instance = Instance.start("acme", "wgi_5", GROUP, None, NOW)
+    week = 7 * 24 * 3600
+    assert instance.due(week) == instance.deadline  # open: due at its deadline
+    ended = replace(instance, status=TIMED_OUT)
+    assert ended.due(week) == ended.forget_at(week) == instance.deadline + timedelta(days=7)
+    assert not ended.forgotten(instance.deadline + timedelta(days=7, seconds=-1), week)
+    assert ended.forgotten(instance.deadline + timedelta(days=7), week)
+    # An open instance is never forgotten: it ends at its deadline first.
+    assert not instance.forgotten(instance.deadline + timedelta(days=30), week)

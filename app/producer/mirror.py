@@ -10,6 +10,7 @@ from aiokafka.errors import KafkaError
 
 from app import tasks
 from app.command import Command
+from app.envelope import utcnow
 from app.errors import SchemaError, Unavailable, ValidationError
 from app.schedule import Pending
 from app.schemas import Schema
@@ -26,12 +27,23 @@ class Mirror:
     The worker owns the scheduled events' table, but the producer must answer list and
     cancel, and check a wait group instance id on publish, without a call to a worker
     (which one holds the partition?). Both topics are small: they hold commands, and
-    a delivered or cancelled event leaves the pending set. `caught_up` reads to the
+    a delivered or cancelled event leaves the pending set, and a wait group instance is
+    deleted (a tombstone) past its retention. `caught_up` reads to the
     topics' end first, so a client always sees its own acknowledged writes.
     """
 
-    def __init__(self, bootstrap: str, scheduled: str, wait_groups: str, partitions: int, schema: Schema) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        scheduled: str,
+        wait_groups: str,
+        partitions: int,
+        schema: Schema,
+        *,
+        retention_s: float,
+    ) -> None:
         self._scheduled = scheduled
+        self._retention_s = retention_s
         self._schema = schema
         self._tps = [TopicPartition(topic, p) for topic in (scheduled, wait_groups) for p in range(partitions)]
         self._consumer = AIOKafkaConsumer(
@@ -77,11 +89,15 @@ class Mirror:
             batches = await self._consumer.getmany(timeout_ms=200)
             for tp, messages in batches.items():
                 for message in messages:
-                    self._apply(tp.topic, message.value)
+                    self._apply(tp.topic, message.key, message.value)
             self._progress.set()
 
-    def _apply(self, topic: str, value: bytes | None) -> None:
+    def _apply(self, topic: str, key: bytes | None, value: bytes | None) -> None:
         if value is None:
+            if topic != self._scheduled and key is not None:
+                # A wait group instance past its retention, deleted by the worker (app/worker/wait_groups.py).
+                tenant, _, instance_id = key.decode().partition(":")
+                self.instances.pop((tenant, instance_id), None)
             return
         try:
             command = Command.decode(self._schema, value)
@@ -101,6 +117,14 @@ class Mirror:
         if instance is None:  # instances never change: read on only when it is not known yet
             await self.caught_up(timeout_s)
             instance = self.instances.get((tenant, instance_id))
+        # Past its retention it is refused here too, whether or not the worker has deleted it yet.
+        if instance is not None and utcnow() >= instance.forget_at(self._retention_s):
+            raise ValidationError(
+                f"wait group instance {instance_id!r} ended at its deadline, {instance.deadline.isoformat()}, "
+                f"and was forgotten {self._retention_s:g} s later",
+                field="wait_group_instance_id",
+                code="wait_group_instance_not_found",
+            )
         if instance is None:
             raise ValidationError(
                 f"no wait group instance {instance_id!r}; create one with POST /wait-groups/{{id}}/instances",

@@ -309,7 +309,12 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None, stop:
         registry = Registry.of(settings, topology, schemas, catalog)
         await registry.start()
         mirror = Mirror(
-            settings.bootstrap, topology.scheduled, topology.wait_groups, topology.partitions, schemas["command"]
+            settings.bootstrap,
+            topology.scheduled,
+            topology.wait_groups,
+            topology.partitions,
+            schemas["command"],
+            retention_s=settings.wait_group_retention_s,
         )
         await mirror.start()
         context = Context(settings, catalog, topology, schemas, keyring, publisher, replies, registry, mirror)

@@ -1,4 +1,4 @@
-"""Wait groups in the worker: count each instance's events in a changelogged table, emit its one outcome."""
+"""Wait groups in the worker: count each instance's events in a changelogged table, emit its one outcome, forget it."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from app.schedule import ARRIVED
 from app.schemas import SchemaSet
 from app.settings import Settings
 from app.topology import Topology
-from app.wait_group import OPEN, Instance
+from app.wait_group import Instance
 from app.worker import intake
 from app.worker.alarm import Alarm, Due, keyed_state
 from app.worker.delivery import Delivery
@@ -32,9 +32,10 @@ def register(app: faust.App, settings: Settings, schemas: SchemaSet, topology: T
     source, table = keyed_state(app, topology.wait_group_events, "wait_groups", topology.partitions)
     command_schema = schemas["command"]
 
+    retention_s = settings.wait_group_retention_s
+
     def due_of(value: bytes) -> int | None:
-        instance = Instance.from_dict(orjson.loads(value))
-        return epoch_ms(instance.deadline) if instance.status == OPEN else None
+        return epoch_ms(Instance.from_dict(orjson.loads(value)).due(retention_s))
 
     alarm = Alarm(app, topology.wait_group_events, table, due_of)
     delivery = Delivery.of(topology, schemas)
@@ -64,6 +65,14 @@ def register(app: faust.App, settings: Settings, schemas: SchemaSet, topology: T
                 if command.op == ARRIVED:
                     instance = instance.arrive(str(command.body["topic"]), str(command.body["event_id"]), command.at)
                 now = utcnow()
+                if command.op == TICK and instance.forgotten(now, retention_s):
+                    # The tombstone first, then the table: a crash in between leaves the instance
+                    # here, due, and the next tick deletes both again. The producers' copies read
+                    # the compacted wait_groups topic and drop it on the tombstone.
+                    outbox.add(topology.wait_groups, event.message.partition, key, None)
+                    await outbox.flush()
+                    del table[key]
+                    continue
                 outcome = instance.decide(now)
                 if outcome is not None:
                     # The outcome is in Kafka before the table says so: a crash in between
@@ -71,6 +80,7 @@ def register(app: faust.App, settings: Settings, schemas: SchemaSet, topology: T
                     delivery.add(outbox, instance.outcome(outcome, now))
                     await outbox.flush()
                     instance = replace(instance, status=outcome)
+                    alarm.push(epoch_ms(instance.due(retention_s)), event.message.partition, key)  # to forget it
                 if instance != before:
                     table[key] = orjson.dumps(instance.to_dict())
 
