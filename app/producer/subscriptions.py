@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 from aiohttp import web
 from aiokafka.errors import KafkaError
@@ -153,7 +154,11 @@ async def replay(request: web.Request) -> web.Response:
 async def stream(request: web.Request) -> web.StreamResponse:
     context = request.app[CONTEXT]
     principal = authenticate(request)
-    return await _serve_events(request, await _find(context, principal, request.match_info["name"]))
+    sub = await _find(context, principal, request.match_info["name"])
+    registry = _registry(context)
+    # Deleted (or deleted and made anew) through any producer process: this stream ends within a
+    # read, and the client's reconnect gets the 404 (or the new subscription).
+    return await _serve_events(request, sub, lambda: registry.get(sub.tenant, sub.name) == sub)
 
 
 async def effects_stream(request: web.Request) -> web.StreamResponse:
@@ -197,8 +202,13 @@ def _positions(context: Context, text: str | None, field: str) -> dict[int, int]
     return None if text is None else cursor.decode(text, field, context.topology.partitions)
 
 
-async def _serve_events(request: web.Request, sub: Subscription) -> web.StreamResponse:
-    """Server-Sent Events from now, or right after `Last-Event-ID`; each event's id is the cursor after it."""
+async def _serve_events(
+    request: web.Request, sub: Subscription, current: Callable[[], bool] = lambda: True
+) -> web.StreamResponse:
+    """Server-Sent Events from now, or right after `Last-Event-ID`; each event's id is the cursor after it.
+
+    The stream ends when `current()` no longer holds, checked after every read (at most a second).
+    """
     context = request.app[CONTEXT]
     positions = _positions(context, request.headers.get("Last-Event-ID"), "Last-Event-ID")
     reader = _reader(request, sub)
@@ -215,7 +225,7 @@ async def _serve_events(request: web.Request, sub: Subscription) -> web.StreamRe
         await response.write(f"retry: 1000\n: {reader.cursor}\n\n".encode())
         written = time.monotonic()
         kind = sub.stream.removesuffix("s").encode()  # event: effect, event: event
-        while True:
+        while current():
             frames = [
                 b"id: %s\nevent: %s\ndata: %s\n\n" % (item.cursor.encode(), kind, item.decoded.json)
                 for item in await reader.read(timeout_ms=1000)
@@ -228,6 +238,7 @@ async def _serve_events(request: web.Request, sub: Subscription) -> web.StreamRe
                 # A comment: keeps proxies from closing the stream, and finds clients that left.
                 await response.write(b": keepalive\n\n")
                 written = time.monotonic()
+        return response
     except (ConnectionResetError, asyncio.CancelledError, KafkaError):
         # The client left, the server stops, or Kafka failed mid-stream: the client reconnects
         # with its Last-Event-ID and loses nothing.

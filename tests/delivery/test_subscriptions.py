@@ -197,6 +197,16 @@ async def test_create_list_show_delete(stack: Stack, http: aiohttp.ClientSession
     assert (await call(http, stack, "GET", f"/subscriptions/{name}"))[0] == 404
 
 
+async def test_deleting_a_subscription_ends_its_open_streams(stack: Stack, http: aiohttp.ClientSession) -> None:
+    name = unique("gone")
+    await subscribe(http, stack, {"name": name, "stream": "events", "topic": "orders"})
+    async with open_stream(http, f"{stack.url}/subscriptions/{name}/stream", KEY_A) as stream:
+        assert (await call(http, stack, "DELETE", f"/subscriptions/{name}"))[0] == 204
+        with pytest.raises(EOFError):  # the server ends it; the client's reconnect then gets 404
+            await stream.read_until(lambda es: False, timeout=30, describe="the end of the stream")
+    assert (await call(http, stack, "GET", f"/subscriptions/{name}/stream"))[0] == 404
+
+
 async def test_a_tenant_sees_only_its_own_subscriptions_and_data(stack: Stack, http: aiohttp.ClientSession) -> None:
     name = unique("mine")
     await subscribe(http, stack, {"name": name, "url": "http://127.0.0.1:9/never"})
