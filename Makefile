@@ -8,6 +8,8 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 KAFKA_JARS := $(VENV)/.kafka-jars
 export SLUICE_API_KEYS ?= dev_key_123:dev
+# Development: webhooks may reach receivers on this machine (production allows public addresses only).
+export SLUICE_WEBHOOK_PRIVATE_NETWORKS ?= 127.0.0.0/8
 
 .PHONY: run test lint unit integration bench-ingest bench-pipeline bench-delivery bench-analytics clean
 

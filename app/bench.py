@@ -42,6 +42,7 @@ from app.topics import Catalog
 from app.topology import Topology, ensure_topics
 
 BENCH_KEY = "bench_key"
+BENCH_NETWORKS = "127.0.0.0/8"  # webhooks may reach the bench's own receiver on this machine
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,6 +236,7 @@ async def bench_namespace(settings: Settings, bootstrap: str) -> tuple[Settings,
         "SLUICE_API_KEYS": f"{BENCH_KEY}:bench",
         "SLUICE_LOG_LEVEL": "warning",
         "SLUICE_PRODUCER_PROCESSES": str(settings.producer_processes),
+        "SLUICE_WEBHOOK_PRIVATE_NETWORKS": BENCH_NETWORKS,  # the delivery bench's receiver
     }
     bench_settings = settings.replace(kafka_bootstrap_servers=bootstrap, namespace=namespace)
     await ensure_topics(bootstrap, Topology.of(bench_settings, Catalog.load(settings.topics_dir), frozenset({"bench"})))
@@ -783,6 +785,7 @@ async def bench_delivery(settings: Settings, events: int, subscribers: int) -> i
                     **os.environ,
                     "SLUICE_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
                     "SLUICE_NAMESPACE": bench_settings.namespace,
+                    "SLUICE_WEBHOOK_PRIVATE_NETWORKS": BENCH_NETWORKS,
                 }
                 try:
                     async with sluice_process(

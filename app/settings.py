@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
 
+from app.delivery.destination import parse_networks
 from app.errors import SettingsError
 
 PREFIX = "SLUICE_"
@@ -86,6 +87,11 @@ class Settings:
     )
     webhook_backoff_base_s: float = _setting(0.5, "Longest wait before the first webhook retry; doubles each time.")
     webhook_backoff_max_s: float = _setting(60.0, "Longest wait between two webhook retries.")
+    webhook_private_networks: str = _setting(
+        "",
+        "Private networks webhooks may reach besides public addresses, as CIDRs (a,b): 127.0.0.0/8 for a "
+        "receiver on this machine. Empty: public addresses only.",
+    )
     analytics_workers: str = _setting(
         "", "Worker web URLs the producer asks where table partitions live (a,b); empty: the worker host and port."
     )
@@ -158,6 +164,11 @@ class Settings:
             if getattr(self, name) < 1:
                 env = PREFIX + name.upper()
                 raise SettingsError(f"{env}: must be at least 1", field=env)
+        try:
+            parse_networks(self.webhook_private_networks)
+        except ValueError as exc:
+            env = "SLUICE_WEBHOOK_PRIVATE_NETWORKS"
+            raise SettingsError(f"{env}: {exc}", field=env) from None
         if self.log_level.lower() not in {"debug", "info", "warning", "error"}:
             raise SettingsError("SLUICE_LOG_LEVEL: must be debug, info, warning or error", field="SLUICE_LOG_LEVEL")
 

@@ -1,28 +1,18 @@
 """The bench's own HTTP client: what it measures with must answer as a client should."""
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 
 import pytest
 from aiohttp import web
 
 from app.bench import Http
+from tests.support.http import local_server
 
 
-@asynccontextmanager
-async def server(handler: Callable[[web.Request], Awaitable[web.Response]]) -> AsyncIterator[str]:
-    app = web.Application()
-    app.router.add_post("/echo", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
+def server(handler: Callable[[web.Request], Awaitable[web.Response]]) -> AbstractAsyncContextManager[str]:
+    return local_server("/echo", handler)
 
 
 async def test_posts_the_body_and_headers_and_keeps_the_connection() -> None:

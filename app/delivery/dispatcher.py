@@ -7,7 +7,6 @@ import contextlib
 import logging
 import signal
 
-import aiohttp
 import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
@@ -17,7 +16,7 @@ from app.delivery.parking import Parking, replay_parked
 from app.delivery.registry import Registry
 from app.delivery.signature import delivery_id
 from app.delivery.subscription import Subscription
-from app.delivery.webhook import Sender, body_of, sender_of
+from app.delivery.webhook import Sender, body_of, sending
 from app.errors import NotFound, SchemaError, Unavailable
 from app.schemas import SchemaSet
 from app.settings import Settings
@@ -171,8 +170,8 @@ async def run(settings: Settings) -> int:
     registry = Registry.of(settings, topology, schemas, catalog)
     await registry.start()
     try:
-        async with aiohttp.ClientSession() as session:
-            dispatcher = Dispatcher(settings, topology, schemas, registry, sender_of(settings, session))
+        async with sending(settings) as sender:
+            dispatcher = Dispatcher(settings, topology, schemas, registry, sender)
             log.info("delivering to webhooks")
             await dispatcher.run(stop)
     finally:

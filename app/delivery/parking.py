@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import logging
 
-import aiohttp
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from app.delivery.subscription import Subscription
-from app.delivery.webhook import DELIVERY_HEADER, Sender, sender_of
+from app.delivery.webhook import DELIVERY_HEADER, Sender, sending
 from app.settings import Settings
 from app.topology import Topology, ensure_topic
 
@@ -88,6 +87,6 @@ async def replay(
 
 async def replay_parked(settings: Settings, topology: Topology, sub: Subscription) -> dict[str, int]:
     """`sluice replay` and POST /subscriptions/{name}/replay: one replay with the deployment's settings."""
-    async with aiohttp.ClientSession() as session:
+    async with sending(settings) as sender:
         group = settings.kafka_topic(f"{settings.app_id}-replay")
-        return await replay(settings.bootstrap, topology, group, sub, sender_of(settings, session))
+        return await replay(settings.bootstrap, topology, group, sub, sender)

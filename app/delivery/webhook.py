@@ -1,16 +1,25 @@
-"""POST one delivery to a subscription's URL, signed, retried with backoff until it succeeds or time runs out."""
+"""POST one delivery to a subscription's URL, signed, retried with backoff until it succeeds or time runs out.
+
+Only to destinations the deployment permits (app/delivery/destination.py)."""
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import random
+import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
+from aiohttp.abc import AbstractResolver
+from aiohttp.resolver import ThreadedResolver
 
 from app.delivery.backoff import Backoff
+from app.delivery.destination import Destinations, literal
 from app.delivery.payload import dumps, record_json
 from app.delivery.signature import HEADER, delivery_id, sign
 from app.delivery.subscription import Subscription
@@ -34,9 +43,38 @@ def body_of(sub: Subscription, topic: str, partition: int, offset: int, record: 
     )
 
 
-def sender_of(settings: Settings, session: aiohttp.ClientSession) -> Sender:
-    backoff = Backoff(settings.webhook_backoff_base_s, settings.webhook_backoff_max_s, settings.webhook_retry_s)
-    return Sender(session, backoff, settings.webhook_timeout_s)
+@asynccontextmanager
+async def sending(settings: Settings) -> AsyncIterator[Sender]:
+    """A Sender with the deployment's retry settings, that reaches only the destinations it permits."""
+    destinations = Destinations.of(settings.webhook_private_networks)
+    connector = aiohttp.TCPConnector(resolver=GuardedResolver(destinations))
+    async with aiohttp.ClientSession(connector=connector) as session:
+        backoff = Backoff(settings.webhook_backoff_base_s, settings.webhook_backoff_max_s, settings.webhook_retry_s)
+        yield Sender(session, backoff, settings.webhook_timeout_s, destinations=destinations)
+
+
+class GuardedResolver(AbstractResolver):
+    """Resolves as aiohttp would, then keeps only the addresses webhooks may reach.
+
+    At connect time, not only when the subscription is made: a name can resolve to a
+    public address then and to a private one later (DNS rebinding).
+    """
+
+    def __init__(self, destinations: Destinations) -> None:
+        self._destinations = destinations
+        self._inner = ThreadedResolver()
+
+    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET) -> list[Any]:
+        found = await self._inner.resolve(host, port, family)
+        reachable = [entry for entry in found if self._destinations.permits(entry["host"])]
+        if not reachable:
+            refusal = self._destinations.refusal(host, [entry["host"] for entry in found])
+            # aiohttp reports it as a connection error (its text in the brackets): retried, then parked.
+            raise OSError(errno.EHOSTUNREACH, refusal)
+        return reachable
+
+    async def close(self) -> None:
+        await self._inner.close()
 
 
 class Sender:
@@ -50,8 +88,10 @@ class Sender:
         *,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
+        destinations: Destinations | None = None,
     ) -> None:
         self._session = session
+        self._destinations = destinations or Destinations()
         self._backoff = backoff
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._rng = rng or random.Random()
@@ -60,6 +100,11 @@ class Sender:
     async def attempt(self, sub: Subscription, delivery: str, body: bytes) -> str | None:
         """One POST; None if the receiver answered 2xx, else why not."""
         assert sub.url is not None and sub.secret is not None  # only webhook subscriptions get here
+        host = urlsplit(sub.url).hostname or ""
+        if literal(host):  # aiohttp connects to an address without asking the resolver
+            refusal = self._destinations.refusal(host, [host])
+            if refusal is not None:
+                return refusal
         headers = {
             "Content-Type": "application/json",
             HEADER: sign(sub.secret, int(time.time()), body),

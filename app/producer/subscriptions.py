@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import Callable
+from urllib.parse import urlsplit
 
 from aiohttp import web
 from aiokafka.errors import KafkaError
 from orjson import Fragment
 
 from app.delivery import cursor
+from app.delivery.destination import Destinations, literal
 from app.delivery.parking import replay_parked
 from app.delivery.reader import DecodedCache, StreamReader
 from app.delivery.registry import Registry
@@ -111,11 +114,32 @@ async def create(request: web.Request) -> web.Response:
     body = parse_json(request, await read_body(request, context.settings.max_body_bytes))
     sub = parse_subscription(body, tenant=principal.tenant, topics=frozenset(context.catalog), secret=new_secret())
     _check_topic(principal, sub.topic)
+    if sub.url is not None:
+        await _check_destination(context, sub.url)
     await _registry(context).create(sub)
     shown = sub.public()
     if sub.secret is not None:
         shown["secret"] = sub.secret  # shown this once; the dispatcher signs with it
     return json_response(201, shown, {"Location": f"/subscriptions/{sub.name}"})
+
+
+async def _check_destination(context: Context, url: str) -> None:
+    # Refused now, with the field, rather than parked after an hour of retries. The dispatcher
+    # checks again at every connection: what a name resolves to can change.
+    destinations = Destinations.of(context.settings.webhook_private_networks)
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    addresses = [host]
+    if not literal(host):
+        try:
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+            found = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except (OSError, ValueError):  # no such name, or a port out of range
+            found = []
+        addresses = [str(info[4][0]) for info in found]
+    refusal = destinations.refusal(host, addresses)
+    if refusal is not None:
+        raise ValidationError(refusal, field="url", code="webhook_destination")
 
 
 async def list_all(request: web.Request) -> web.Response:

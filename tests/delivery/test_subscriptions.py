@@ -41,6 +41,7 @@ async def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) 
         SLUICE_WEBHOOK_BACKOFF_BASE_S="0.05",
         SLUICE_WEBHOOK_BACKOFF_MAX_S="0.3",
         SLUICE_WORKER_SESSION_TIMEOUT_S="6",  # the dispatcher's group too: a killed one is replaced sooner
+        SLUICE_WEBHOOK_PRIVATE_NETWORKS="127.0.0.0/8",  # the test's receivers
     )
     await stack.start_producer()
     stack.start("worker")
@@ -205,6 +206,24 @@ async def test_deleting_a_subscription_ends_its_open_streams(stack: Stack, http:
         with pytest.raises(EOFError):  # the server ends it; the client's reconnect then gets 404
             await stream.read_until(lambda es: False, timeout=30, describe="the end of the stream")
     assert (await call(http, stack, "GET", f"/subscriptions/{name}/stream"))[0] == 404
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("http://169.254.169.254/latest/meta-data/", "169.254.169.254 is not a public address"),
+        ("https://10.0.0.7:8443/hook", "10.0.0.7 is not a public address"),
+        ("http://[::1]:9/hook", "::1 is not a public address"),
+        ("http://nowhere.invalid/hook", "does not resolve"),
+    ],
+)
+async def test_a_webhook_to_a_private_address_is_refused_naming_the_url(
+    stack: Stack, http: aiohttp.ClientSession, url: str, why: str
+) -> None:
+    # Else any tenant could make the dispatcher POST into the deployment's own network.
+    status, answer = await call(http, stack, "POST", "/subscriptions", json={"name": unique("ssrf"), "url": url})
+    assert (status, answer["error"]["field"], answer["error"]["code"]) == (400, "url", "webhook_destination")
+    assert why in answer["error"]["message"]
 
 
 async def test_a_tenant_sees_only_its_own_subscriptions_and_data(stack: Stack, http: aiohttp.ClientSession) -> None:
