@@ -21,6 +21,7 @@ from faust.types import TP, EventT, Message
 from app.settings import Settings
 from app.worker import transport
 from app.worker.offsets import CommittedOffsets
+from app.worker.probe import Probe
 from app.worker.progress import Admission, Progress
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,7 @@ class Intake:
         self._committing: asyncio.Future[Any] | None = None
         self._said_slow = False
         self._committed: CommittedOffsets | None = None
+        self._probe: Probe | None = None
         self._seeking: asyncio.Task[None] | None = None
         # Records under the inbox's capacity are fetched ahead while a batch is applied.
         self._inbox = transport.Inbox(capacity=max(4 * settings.worker_batch_size, 4096))
@@ -73,6 +75,7 @@ class Intake:
 
     async def __aenter__(self) -> Intake:
         self._committed = await CommittedOffsets(self._settings.bootstrap, self._settings.group_id).__aenter__()
+        self._probe = await Probe(self._settings.bootstrap).__aenter__()
         self._progress.reset()
         transport.route(self._app, self._topics, self._inbox)
         self._seeking = asyncio.create_task(self._every_second())
@@ -87,6 +90,8 @@ class Intake:
             self._seeking.cancel()
         if self._committed is not None:
             await self._committed.__aexit__(exc_type, exc, tb)
+        if self._probe is not None:
+            await self._probe.__aexit__(exc_type, exc, tb)
 
     async def batches(self, stream: faust.StreamT[bytes]) -> AsyncGenerator[list[Message], None]:
         """Yield each batch's records to apply; the caller writes everything they cause (and waits
@@ -191,6 +196,7 @@ class Intake:
         # below which its fetch loop drops records.
         if not self._settled():
             return
+        offset = await self._past_empty_offsets(tp, offset)
         try:
             # Made in the consumer's thread (transport._Consumer._seek).
             await asyncio.wait_for(self._app.consumer.seek(tp, offset), timeout=ASK_TIMEOUT_S)
@@ -200,6 +206,30 @@ class Intake:
         self._inbox.forget(tp)
         if resume:
             self._app.consumer.resume_partitions({tp})
+
+    async def _past_empty_offsets(self, tp: TP, offset: int) -> int:
+        # Offsets that hold no record (a transactional producer's markers) look like a hole faust
+        # made, and a seek back to them came to nothing for ever: the partition stood still
+        # (tests/worker/test_holes.py). The broker, read directly, says where its records go on.
+        assert self._probe is not None
+        try:
+            found = await asyncio.wait_for(self._probe.first_at(tp, offset), timeout=ASK_TIMEOUT_S)
+        except (KafkaError, TimeoutError) as exc:
+            log.warning("could not read %s[%d] at %d: %r", *tp, offset, exc)
+            return offset
+        progress = self._progress
+        if found > offset and progress.knows(tp) and progress.position(tp) == offset:
+            log.info(
+                "%s[%d]: offsets %d to %d hold no record (transaction markers): going on at %d",
+                *tp,
+                offset,
+                found - 1,
+                found,
+            )
+            progress.skip(tp, found)
+            self._uncommitted.add(tp)  # committed past them too, though no record of it was applied
+            return found
+        return offset
 
     async def _ask(self, what: str, ask: Callable[[], Awaitable[T]]) -> T:
         # A broker call the batch lock waits on: asked again rather than waited on for ever.

@@ -21,8 +21,9 @@ class Progress:
     rebalance or recovery, and nothing fetches them again (seen in issue 4: 143 records of one
     partition gone between two batches). Applying what comes after such a hole would reorder a
     user's events, and committing past it would lose them, so the worker applies only the next
-    offset, drops the rest and seeks back to the hole. Source topics have no transaction markers
-    or compaction, so their offsets have no holes of their own.
+    offset, drops the rest and seeks back to the hole. Offsets can also hold no record at all (a
+    transactional producer's markers, records compacted away): when the broker shows the first
+    record after the position is further on, the Intake `skip`s to it (app/worker/probe.py).
     """
 
     def __init__(self, *, seek_every_s: float = 1.0) -> None:
@@ -101,6 +102,12 @@ class Progress:
                 self._still[partition] = (position, now)
                 due.append((partition, position))
         return due
+
+    def skip(self, partition: Partition, offset: int) -> None:
+        """The offsets from the position up to `offset` hold no record: the next to apply is `offset`."""
+        if offset > self._next[partition]:
+            self._next[partition] = offset
+            self._sought.pop(partition, None)
 
     def position(self, partition: Partition) -> int:
         """The offset to commit: every record before it was applied here."""

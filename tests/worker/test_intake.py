@@ -36,6 +36,16 @@ class Partition:
         self.resumed += 1
 
 
+class Broker:
+    """What the Intake's probe reads of the log: the records go on at `first` (default: right there)."""
+
+    def __init__(self) -> None:
+        self.first: dict[int, int] = {}
+
+    async def first_at(self, where: tuple[str, int], offset: int) -> int:
+        return self.first.get(offset, offset)
+
+
 @pytest.fixture
 def timer(tmp_path: Path) -> tuple[Any, intake.Intake]:
     settings = Settings(kafka_bootstrap_servers="127.0.0.1:1", data_dir=tmp_path)
@@ -48,6 +58,7 @@ def timer(tmp_path: Path) -> tuple[Any, intake.Intake]:
         return 45
 
     cast(Any, taken)._start_of = committed
+    taken._probe = cast(Any, Broker())
     return app, taken
 
 
@@ -180,3 +191,16 @@ async def test_partitions_are_given_away_after_the_commit_in_flight(timer: tuple
     assert not revoking.done()
     commits.answers[0].set_result(True)
     await asyncio.wait_for(revoking, timeout=1)
+
+
+async def test_offsets_the_broker_shows_empty_are_skipped_and_committed(timer: tuple[Any, intake.Intake]) -> None:
+    # A transactional producer's markers at 45 and 46: no record will ever fill them.
+    app, taken = timer
+    partition = Partition(app.consumer, end=50)
+    cast(Any, taken._probe).first = {45: 47}
+    for offset in range(47, 50):
+        taken._inbox.put(record(offset))
+    await taken._seek_stuck()
+    await taken._seek_stuck()
+    assert partition.sought == [47]  # not to 45, which would be sought for ever
+    assert taken._progress.position(TP0) == 47 and TP0 in taken._uncommitted

@@ -95,3 +95,15 @@ def test_a_partition_with_records_waiting_that_never_come_is_stuck() -> None:
     progress.start(P, 90)
     assert progress.stuck({P: 90}, now=6.0, ends={P: 90}) == []
     assert progress.stuck({P: 90}, now=9.0, ends={P: 90}) == []
+
+
+def test_offsets_without_records_are_skipped_and_what_follows_is_applied() -> None:
+    progress = Progress()
+    progress.start(P, 0)
+    assert [progress.admit(P, offset) for offset in (0, 1, 2)] == [Admission.NEXT] * 3
+    assert progress.admit(P, 4) is Admission.GAP  # offset 3 is a transaction marker
+    progress.skip(P, 4)  # the broker shows the records go on at 4
+    assert progress.position(P) == 4
+    assert progress.admit(P, 4) is Admission.NEXT  # refetched after the seek to 4
+    progress.skip(P, 2)  # never backwards
+    assert progress.position(P) == 5
