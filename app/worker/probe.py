@@ -21,6 +21,9 @@ class Probe:
             enable_auto_commit=False,
             isolation_level="read_uncommitted",
             fetch_max_wait_ms=100,
+            # Records before the log's start expired: the first record there is where they go on.
+            # aiokafka's default (the log's end) would skip every record still in the log.
+            auto_offset_reset="earliest",
         )
 
     async def __aenter__(self) -> Probe:
