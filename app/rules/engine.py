@@ -190,6 +190,7 @@ class _Work:
             "coins": self.points.get(COINS, 0),
             "points": self.points,
             "counters": self.counters,
+            # Tuples, as the rule parser freezes a condition's list (`eq: [gold]`) into.
             "badges": self.badges,
             "badges_ready": self.badges_ready,
             "tokens": self.tokens,

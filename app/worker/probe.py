@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from types import TracebackType
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -41,10 +42,15 @@ class Probe:
         tp = TopicPartition(*where)
         self._consumer.assign([tp])
         self._consumer.seek(tp, offset)
-        fetched = await self._consumer.getmany(tp, timeout_ms=int(timeout_s * 1000), max_records=1)
-        records = fetched.get(tp, [])
-        if records:
-            return int(records[0].offset)
-        # aiokafka moves its position past the control batches it fetched and hands on nothing.
-        position: int = await self._consumer.position(tp)
-        return max(offset, position)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            # Short polls: the Intake holds its batch lock meanwhile, and markers alone at the
+            # log's end are known after one fetch, not after the whole timeout.
+            fetched = await self._consumer.getmany(tp, timeout_ms=100, max_records=1)
+            records = fetched.get(tp, [])
+            if records:
+                return int(records[0].offset)
+            # aiokafka moves its position past the control batches it fetched and hands on nothing.
+            position: int = await self._consumer.position(tp)
+            if position > offset or time.monotonic() >= deadline:
+                return max(offset, position)

@@ -87,6 +87,14 @@ def test_conditions_read_the_users_state() -> None:
     ]
 
 
+def test_state_lists_compare_equal_to_the_lists_a_rule_file_gives() -> None:
+    compiled = rules(
+        [{"id": "only-gold", "when": {"field": "state.badges", "eq": ["gold"]}, "then": [{"add_coins": 1}]}]
+    )
+    _, effect = apply(UserState(badges=("gold",)), fact(), compiled)
+    assert effect.rules_fired == ("only-gold",)
+
+
 # Actions
 
 
