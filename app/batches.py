@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Mapping, Sequence
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.producer.message_accumulator import BatchBuilder
 from aiokafka.structs import RecordMetadata
 
 # Below the broker's default message.max.bytes (1 MiB) with room for the batch header.
@@ -25,8 +26,18 @@ async def send_batches(producer: AIOKafkaProducer, batches: Batches) -> list[asy
         batch = producer.create_batch()
         for key, value in items:
             if batch.append(key=key, value=value, timestamp=None) is None:  # full: send, start anew
-                acks.append(await producer.send_batch(batch, topic, partition=partition))
+                acks.append(await _send(producer, batch, topic, partition))
                 batch = producer.create_batch()
                 batch.append(key=key, value=value, timestamp=None)
-        acks.append(await producer.send_batch(batch, topic, partition=partition))
+        acks.append(await _send(producer, batch, topic, partition))
     return acks
+
+
+async def _send(
+    producer: AIOKafkaProducer, batch: BatchBuilder, topic: str, partition: int
+) -> asyncio.Future[RecordMetadata]:
+    # Closed: aiokafka holds an open batch back for linger_ms, waiting for send() to add to it.
+    # These batches are complete when queued, so they go out with the next request.
+    batch.close()
+    sent: asyncio.Future[RecordMetadata] = await producer.send_batch(batch, topic, partition=partition)
+    return sent

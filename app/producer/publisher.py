@@ -47,7 +47,6 @@ class Publisher:
             client_id="sluice-producer",
             acks="all",
             enable_idempotence=True,
-            linger_ms=2,
             # A partition holds one pending batch at a time: small batches queue behind each other.
             max_batch_size=MAX_BATCH_BYTES,
             request_timeout_ms=int(timeout_s * 1000),
