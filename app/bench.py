@@ -863,8 +863,9 @@ def _topics_dir(settings: Settings, folder: Path, tables: bool) -> Path:
     return folder
 
 
-async def _group_done(bootstrap: str, group: str, topic: str, partitions: int) -> bool:
-    """Has the worker's consumer group committed every record of the topic?"""
+async def group_done(bootstrap: str, group: str, topic: str, partitions: int) -> bool:
+    """Has the consumer group committed every partition of the topic to its log's end (an empty
+    partition needs no commit)?"""
     from aiokafka.admin import AIOKafkaAdminClient
 
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
@@ -875,7 +876,7 @@ async def _group_done(bootstrap: str, group: str, topic: str, partitions: int) -
         tps = [TopicPartition(topic, p) for p in range(partitions)]
         ends = await consumer.end_offsets(tps)
         committed = await admin.list_consumer_group_offsets(group)
-        return all(tp in committed and committed[tp].offset >= ends[tp] for tp in tps)
+        return all((committed[tp].offset if tp in committed else 0) >= ends[tp] for tp in tps)
     finally:
         await consumer.stop()
         await admin.close()
@@ -898,7 +899,7 @@ async def _worker_rate(settings: Settings, bootstrap: str, workdir: Path, events
         await reader.wait_for(lambda: len(reader.seen), 1, worker, 180, "effects")
         first = min(reader.seen.values())
         deadline = time.perf_counter() + 600
-        while not await _group_done(bootstrap, bench_settings.group_id, topology.events["orders"], topology.partitions):
+        while not await group_done(bootstrap, bench_settings.group_id, topology.events["orders"], topology.partitions):
             if worker.returncode is not None or time.perf_counter() > deadline:
                 raise RuntimeError("the worker did not commit every order")
             await asyncio.sleep(0.25)

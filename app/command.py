@@ -63,3 +63,9 @@ def decoded(schema: Schema, value: bytes, topic: str) -> Command | None:
 def command_key(tenant: str, *parts: str) -> bytes:
     # Tenant names cannot hold ':', so the first ':' always splits off the tenant.
     return ":".join((tenant, *parts)).encode()
+
+
+def split_key(key: bytes) -> tuple[str, str]:
+    """`command_key`'s (tenant, the rest): the tenant and id of a key of two parts."""
+    tenant, _, rest = key.decode().partition(":")
+    return tenant, rest

@@ -9,7 +9,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from app import tasks
-from app.command import Command
+from app.command import Command, split_key
 from app.envelope import utcnow
 from app.errors import SchemaError, Unavailable, ValidationError
 from app.schedule import Pending
@@ -96,8 +96,7 @@ class Mirror:
         if value is None:
             if topic != self._scheduled and key is not None:
                 # A wait group instance past its retention, deleted by the worker (app/worker/wait_groups.py).
-                tenant, _, instance_id = key.decode().partition(":")
-                self.instances.pop((tenant, instance_id), None)
+                self.instances.pop(split_key(key), None)
             return
         try:
             command = Command.decode(self._schema, value)

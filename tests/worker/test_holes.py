@@ -14,9 +14,9 @@ import uuid
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import AIOKafkaProducer
 
+from app.bench import group_done
 from app.settings import Settings
 from tests.support.stack import SCHEMAS, Stack
 from tests.support.streams import EffectWatcher, generate
@@ -26,27 +26,12 @@ pytestmark = pytest.mark.integration
 
 
 async def committed_to_the_end(stack: Stack, timeout: float = 30.0) -> None:
+    settings = Settings.from_env(stack.env)
+    deadline = time.monotonic() + timeout
     topic = stack.topic("events.orders")
-    group = Settings.from_env(stack.env).group_id
-    admin = AIOKafkaAdminClient(bootstrap_servers=stack.bootstrap)
-    reader = AIOKafkaConsumer(bootstrap_servers=stack.bootstrap)
-    await admin.start()
-    await reader.start()
-    try:
-        partitions = [TopicPartition(topic, p) for p in range(Settings.from_env(stack.env).partitions)]
-        ends = await reader.end_offsets(partitions)
-        deadline = time.monotonic() + timeout
-        while True:
-            offsets = await admin.list_consumer_group_offsets(group, partitions=partitions)
-            at = {tp: offsets[tp].offset if tp in offsets and offsets[tp].offset >= 0 else 0 for tp in partitions}
-            behind = {tp.partition: (at[tp], ends[tp]) for tp in partitions}
-            if all(at == end for at, end in behind.values()):
-                return
-            assert time.monotonic() < deadline, f"committed (offset, log end) per partition: {behind}"
-            await asyncio.sleep(0.2)
-    finally:
-        await reader.stop()
-        await admin.close()
+    while not await group_done(stack.bootstrap, settings.group_id, topic, settings.partitions):
+        assert time.monotonic() < deadline, f"the group did not commit {topic} to its end within {timeout}s"
+        await asyncio.sleep(0.2)
 
 
 @pytest.mark.timeout(180)
