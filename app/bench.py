@@ -29,11 +29,12 @@ import orjson
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from app import collector
 from app.batches import MAX_BATCH_BYTES
 from app.dialects import analytics, segment, usage
 from app.dialects.base import Dialect, Request
 from app.envelope import Envelope
-from app.kafka_local import LocalBroker, wait_for_kafka
+from app.kafka_local import QUICK_JIT, LocalBroker, wait_for_kafka
 from app.producer.publisher import Publisher
 from app.schemas import HEADER_SIZE, MARKER, Schema, SchemaSet
 from app.settings import Settings
@@ -215,6 +216,11 @@ async def bench_broker(settings: Settings, workdir: Path) -> AsyncIterator[str]:
                 port=_free_port(),
                 controller_port=_free_port(),
                 log_file=workdir / "kafka.log",
+                # A fresh JVM's optimising compiler took 26 to 37% of a core through the measured
+                # minute (it compiles for minutes), which a long-running broker has done with. The
+                # quick JIT alone costs the data plane more (43% against 27% at 1,000 events/s),
+                # so this stands in for a warm broker on the heavy side.
+                jvm_options=[QUICK_JIT],
             )
             broker.start()
             await broker.wait_ready(timeout=120)
@@ -561,62 +567,66 @@ class Http:
         return status, body, fields.get("connection", "").lower() != "close"
 
 
-async def drive_steady(url: str, rate: float, seconds: float, prefix: str, connections: int = 256) -> Steady:
+async def drive_steady(http: Http, rate: float, seconds: float, prefix: str) -> Steady:
     """POST single orders to /topics/orders/events at `rate` per second for `seconds`, on a fixed schedule.
 
     The n-th request is due at t0 + n / rate: a late start does not push back the later ones.
-    Its time counts from then, so a late start and waiting for one of the `connections` count
-    too (no coordinated omission). The Idempotency-Key header is the event id.
+    Its time counts from then, so a late start and waiting for one of `http`'s connections count
+    too (no coordinated omission). The Idempotency-Key header is the event id. `http` is shared
+    by the warm-up and the measured run: a fresh pool opened its connections inside the measured
+    second, 60 to 250 ms for the first hundred requests.
     """
     rng = random.Random(prefix)
+    # The load generator's own pauses must not count as the pipeline's: a full collection of
+    # what the bench holds (phase 1's 100,000 effects read) stopped it for 40 to 90 ms.
+    collector.settle()
     sent: dict[str, float] = {}
     response_s: list[float] = []
     failures: list[str] = []
     answered: list[float] = []
     total = int(rate * seconds)
     in_flight: set[asyncio.Task[None]] = set()
-    async with Http(url, connections) as http:
 
-        async def post(n: int, due: float) -> None:
-            event_id = f"{prefix}_{n}"
-            kind = rng.choice(ORDER_TYPES)
-            body = orjson.dumps(
-                {
-                    "data": {
-                        "user_id": f"user_{rng.randrange(5000)}",
-                        "order_id": f"o-{event_id}",
-                        "sku": rng.choice(SKUS),
-                        "quantity": 1,
-                        "amount_cents": rng.randint(199, 19999),
-                        "currency": "EUR",
-                    },
-                    "metadata": {"type": kind, "source": "web"},
-                }
-            )
-            headers = {"Content-Type": "application/json", "X-API-Key": BENCH_KEY, "Idempotency-Key": event_id}
-            start = sent[event_id] = due
-            try:
-                status, answer = await http.post("/topics/orders/events", body, headers)
-                if status != 200:
-                    failures.append(f"{status} {answer[:300]!r}")
-                    del sent[event_id]
-            except ConnectionError as exc:
-                failures.append(repr(exc))
+    async def post(n: int, due: float) -> None:
+        event_id = f"{prefix}_{n}"
+        kind = rng.choice(ORDER_TYPES)
+        body = orjson.dumps(
+            {
+                "data": {
+                    "user_id": f"user_{rng.randrange(5000)}",
+                    "order_id": f"o-{event_id}",
+                    "sku": rng.choice(SKUS),
+                    "quantity": 1,
+                    "amount_cents": rng.randint(199, 19999),
+                    "currency": "EUR",
+                },
+                "metadata": {"type": kind, "source": "web"},
+            }
+        )
+        headers = {"Content-Type": "application/json", "X-API-Key": BENCH_KEY, "Idempotency-Key": event_id}
+        start = sent[event_id] = due
+        try:
+            status, answer = await http.post("/topics/orders/events", body, headers)
+            if status != 200:
+                failures.append(f"{status} {answer[:300]!r}")
                 del sent[event_id]
-            answered.append(time.perf_counter())
-            response_s.append(answered[-1] - start)
+        except ConnectionError as exc:
+            failures.append(repr(exc))
+            del sent[event_id]
+        answered.append(time.perf_counter())
+        response_s.append(answered[-1] - start)
 
-        t0 = time.perf_counter()
-        clock = time.time() - t0
-        for n in range(total):
-            due = t0 + n / rate
-            delay = due - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            task = asyncio.create_task(post(n, due))
-            in_flight.add(task)
-            task.add_done_callback(in_flight.discard)
-        await asyncio.gather(*in_flight)
+    t0 = time.perf_counter()
+    clock = time.time() - t0
+    for n in range(total):
+        due = t0 + n / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        task = asyncio.create_task(post(n, due))
+        in_flight.add(task)
+        task.add_done_callback(in_flight.discard)
+    await asyncio.gather(*in_flight)
     starts = sorted(sent.values())
     achieved = (len(starts) - 1) / (starts[-1] - starts[0]) if len(starts) > 1 else 0.0
     answered_rate = len(answered) / (max(answered) - starts[0]) if starts else 0.0
@@ -669,16 +679,16 @@ async def bench_pipeline(settings: Settings, events: int, rate: float, seconds: 
                 copies = reader.records - len(reader.seen)
                 print(f"  {expected:,} effects in {last - first:.2f} s; {copies} repeated effect records", flush=True)
 
-                async with producer_process(env, workdir) as url:
+                async with producer_process(env, workdir) as url, Http(url, connections=256) as http:
                     # Warm up the connections, the producer's metadata and the worker's fetch loop,
                     # and let the worker settle from the backlog into a steady state (RocksDB flushes
                     # and compactions of phase 1): 5 s of the same load, not measured.
-                    warm = await drive_steady(url, rate, WARM_UP_S, "warm" + uuid.uuid4().hex[:6])
+                    warm = await drive_steady(http, rate, WARM_UP_S, "warm" + uuid.uuid4().hex[:6])
                     await reader.wait_for(
                         lambda: sum(1 for e in warm.sent if e in reader.seen), len(warm.sent), worker, 30, "warm-up"
                     )
                     print(f"  steady {rate:,.0f}/s for {seconds:.0f} s", flush=True)
-                    steady = await drive_steady(url, rate, seconds, "lat" + uuid.uuid4().hex[:6])
+                    steady = await drive_steady(http, rate, seconds, "lat" + uuid.uuid4().hex[:6])
                     if steady.failures:
                         raise RuntimeError(f"{len(steady.failures)} POSTs failed, e.g. {steady.failures[0]}")
                     await reader.wait_for(

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
@@ -78,7 +78,8 @@ logger.server.level = INFO
 """
 
 # Short-lived tools (format) start about twice as fast without the optimising JIT.
-TOOL_JVM = ["-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC"]
+QUICK_JIT = "-XX:TieredStopAtLevel=1"
+TOOL_JVM = [QUICK_JIT, "-XX:+UseSerialGC"]
 
 
 def _root(home: Path) -> Path:
@@ -245,6 +246,7 @@ class LocalBroker:
         controller_port: int,
         heap: str = "512m",
         log_file: Path | None = None,
+        jvm_options: Sequence[str] = (),
     ) -> None:
         self.home = home.expanduser().resolve()
         self.data_dir = data_dir.expanduser().resolve()
@@ -252,6 +254,7 @@ class LocalBroker:
         self.controller_port = controller_port
         self.heap = heap
         self.log_file = None if log_file is None else log_file.expanduser().resolve()
+        self.jvm_options = tuple(jvm_options)  # after Sluice's own, so they win
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -334,7 +337,7 @@ class LocalBroker:
             raise KafkaLocalError(f"formatting {self._log_dir} failed:\n{_tail(done.stdout + done.stderr)}")
 
     def _jvm_options(self) -> list[str]:
-        return [f"-Xmx{self.heap}", f"-Xms{self.heap}", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20"]
+        return [f"-Xmx{self.heap}", f"-Xms{self.heap}", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", *self.jvm_options]
 
     async def wait_ready(self, timeout: float = 60.0) -> None:
         """Return once the broker answers a metadata request; KafkaLocalError if it exits or times out first."""

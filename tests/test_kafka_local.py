@@ -135,6 +135,25 @@ async def test_a_broker_that_dies_while_starting_fails_fast_with_its_log(tmp_pat
 
 
 @pytest.mark.integration
+async def test_extra_jvm_options_reach_the_broker_jvm(tmp_path: Path) -> None:
+    home = Settings.from_env().kafka_home
+    odd = LocalBroker(
+        home=home,
+        data_dir=tmp_path / "data",
+        port=free_port(),
+        controller_port=free_port(),
+        log_file=tmp_path / "broker.log",
+        jvm_options=["-XX:+NoSuchSluiceOption"],
+    )
+    odd.start()
+    try:
+        with pytest.raises(KafkaLocalError, match=r"(?s)Unrecognized VM option 'NoSuchSluiceOption'"):
+            await odd.wait_ready(timeout=60)
+    finally:
+        odd.stop()
+
+
+@pytest.mark.integration
 async def test_second_start_on_the_same_data_dir_keeps_cluster_and_data(tmp_path: Path) -> None:
     home = Settings.from_env().kafka_home
     data = tmp_path / "data"
