@@ -636,6 +636,37 @@ async def drive_steady(http: Http, rate: float, seconds: float, prefix: str) -> 
 WARM_UP_S = 5.0
 
 
+@dataclass(frozen=True)
+class CpuTimes:
+    """The machine's CPU time counters from /proc/stat (Linux): how much of a phase the hypervisor took.
+
+    On a shared VM the host takes CPU time the guest cannot use (steal), and identical runs
+    differed by ±40% with it; the bench prints it next to each figure.
+    """
+
+    total: int
+    steal: int
+
+    @classmethod
+    def now(cls, stat: Path = Path("/proc/stat")) -> CpuTimes | None:
+        try:
+            fields = stat.read_text().split("\n", 1)[0].split()
+        except OSError:
+            return None
+        if not fields or fields[0] != "cpu":
+            return None
+        # user nice system idle iowait irq softirq steal [guest guest_nice, already in user and nice]
+        ticks = [int(value) for value in fields[1:9]]
+        return cls(total=sum(ticks), steal=ticks[7] if len(ticks) > 7 else 0)
+
+
+def steal_percent(before: CpuTimes | None, after: CpuTimes | None) -> str:
+    """The share of all CPU time between two readings that the host took, e.g. "12%"; "-" if unknown."""
+    if before is None or after is None or after.total <= before.total:
+        return "-"
+    return f"{100 * (after.steal - before.steal) / (after.total - before.total):.0f}%"
+
+
 def _ms(values: list[float], q: float) -> float:
     return Result(len(values), 1.0, values).percentile(q)
 
@@ -672,8 +703,10 @@ async def bench_pipeline(settings: Settings, events: int, rate: float, seconds: 
                 print(f"  worker pid {worker.pid} started; waiting for its first effect", flush=True)
                 await reader.wait_for(lambda: len(reader.seen), 1, worker, 180, "effects")
                 first = min(reader.seen.values())
+                cpu_first = CpuTimes.now()
                 print(f"  first effect {first - spawned:.1f} s after the worker started", flush=True)
                 await reader.wait_for(lambda: len(reader.seen), expected, worker, 60, "effects", progress_s=10)
+                steal_1 = steal_percent(cpu_first, CpuTimes.now())
                 last = sorted(reader.seen.values())[expected - 1]
                 throughput = Result(expected, last - first, [])
                 copies = reader.records - len(reader.seen)
@@ -688,7 +721,9 @@ async def bench_pipeline(settings: Settings, events: int, rate: float, seconds: 
                         lambda: sum(1 for e in warm.sent if e in reader.seen), len(warm.sent), worker, 30, "warm-up"
                     )
                     print(f"  steady {rate:,.0f}/s for {seconds:.0f} s", flush=True)
+                    cpu_steady = CpuTimes.now()
                     steady = await drive_steady(http, rate, seconds, "lat" + uuid.uuid4().hex[:6])
+                    steal_2 = steal_percent(cpu_steady, CpuTimes.now())
                     if steady.failures:
                         raise RuntimeError(f"{len(steady.failures)} POSTs failed, e.g. {steady.failures[0]}")
                     await reader.wait_for(
@@ -697,20 +732,26 @@ async def bench_pipeline(settings: Settings, events: int, rate: float, seconds: 
                 latencies = [reader.seen[e] - start for e, start in steady.sent.items()]
                 written = [reader.written[e] - (start + steady.clock) for e, start in steady.sent.items()]
 
-    print(f"{'phase':<40}{'events':>9}{'seconds':>9}{'events/s':>10}{'p50 ms':>8}{'p99 ms':>8}{'max ms':>8}")
-    print(f"{'worker: dedupe + rules + effects':<40}{expected:>9,}{throughput.seconds:>9.2f}{throughput.rate:>10,.0f}")
-    for label, values in (
-        (f"HTTP request to effect written, {rate:,.0f}/s", written),
-        ("  to effect read by a subscriber", latencies),
+    print(
+        f"{'phase':<40}{'events':>9}{'seconds':>9}{'events/s':>10}{'p50 ms':>8}{'p99 ms':>8}{'max ms':>8}{'steal':>7}"
+    )
+    print(
+        f"{'worker: dedupe + rules + effects':<40}{expected:>9,}{throughput.seconds:>9.2f}{throughput.rate:>10,.0f}"
+        f"{'':>24}{steal_1:>7}"
+    )
+    for label, values, steal in (
+        (f"HTTP request to effect written, {rate:,.0f}/s", written, steal_2),
+        ("  to effect read by a subscriber", latencies, ""),
     ):
         print(
             f"{label:<40}{len(values):>9,}{seconds:>9.0f}{steady.rate:>10,.0f}"
-            f"{_ms(values, 0.5):>8.1f}{_ms(values, 0.99):>8.1f}{max(values) * 1000:>8.1f}"
+            f"{_ms(values, 0.5):>8.1f}{_ms(values, 0.99):>8.1f}{max(values) * 1000:>8.1f}{steal:>7}"
         )
     print(
         f"{'  of which the POST (answered/s)':<40}{len(steady.response_s):>9,}{'':>9}{steady.answered_rate:>10,.0f}"
         f"{_ms(steady.response_s, 0.5):>8.1f}{_ms(steady.response_s, 0.99):>8.1f}{max(steady.response_s) * 1000:>8.1f}"
     )
+    print("steal: the share of the machine's CPU time its host took during the phase (/proc/stat; - if unknown)")
     return 0
 
 

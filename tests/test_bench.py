@@ -1,13 +1,14 @@
-"""The bench's own HTTP client: what it measures with must answer as a client should."""
+"""The bench's own instruments: its HTTP client must answer as a client should, its CPU readings add up."""
 
 import asyncio
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
+from pathlib import Path
 
 import pytest
 from aiohttp import web
 
-from app.bench import Http
+from app.bench import CpuTimes, Http, steal_percent
 from tests.support.http import local_server
 
 
@@ -49,3 +50,21 @@ async def test_no_answer_is_a_connection_error() -> None:
     async with server(hang_up) as url, Http(url, connections=1) as http:
         with pytest.raises(ConnectionError):
             await http.post("/echo", b"x", {})
+
+
+def test_steal_is_the_hosts_share_of_all_cpu_time_between_two_readings(tmp_path: Path) -> None:
+    stat = tmp_path / "stat"
+    # user nice system idle iowait irq softirq steal guest guest_nice
+    stat.write_text("cpu  100 0 50 800 10 0 5 35 20 0\ncpu0 50 0 25 400 5 0 2 18 10 0\n")
+    before = CpuTimes.now(stat)
+    stat.write_text("cpu  400 0 150 1100 10 0 5 235 90 0\ncpu0 1 1 1 1 1 1 1 1 1 1\n")
+    after = CpuTimes.now(stat)
+    assert before == CpuTimes(total=1000, steal=35)
+    assert after == CpuTimes(total=1900, steal=235)  # guest time is inside user already
+    assert steal_percent(before, after) == "22%"  # 200 of 900 ticks
+
+
+def test_steal_is_unknown_without_proc_stat(tmp_path: Path) -> None:
+    assert CpuTimes.now(tmp_path / "missing") is None
+    assert steal_percent(None, CpuTimes(total=10, steal=1)) == "-"
+    assert steal_percent(CpuTimes(total=10, steal=1), CpuTimes(total=10, steal=1)) == "-"
