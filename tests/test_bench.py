@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from app.bench import CpuTimes, Http, steal_percent
+from app.bench import CpuTimes, Http, core_us_per_event, order_records, steal_percent
+from app.schemas import SchemaSet
+from app.topics import Catalog
 from tests.support.http import local_server
 
 
@@ -68,3 +70,10 @@ def test_steal_is_unknown_without_proc_stat(tmp_path: Path) -> None:
     assert CpuTimes.now(tmp_path / "missing") is None
     assert steal_percent(None, CpuTimes(total=10, steal=1)) == "-"
     assert steal_percent(CpuTimes(total=10, steal=1), CpuTimes(total=10, steal=1)) == "-"
+
+
+def test_the_core_calibration_applies_every_order_and_times_it() -> None:
+    schemas = SchemaSet.load(Path("schemas"))
+    records, _ = order_records(schemas["event"], 50)
+    spec = Catalog.load(Path("topics"))["orders"]
+    assert 0 < core_us_per_event(schemas, spec, records) < 1e6
