@@ -668,8 +668,8 @@ def core_us_per_event(schemas: SchemaSet, spec: TopicSpec, records: list[tuple[b
 class CpuTimes:
     """The machine's CPU time counters from /proc/stat (Linux): how much of a phase the hypervisor took.
 
-    On a shared VM the host takes CPU time the guest cannot use (steal), and identical runs
-    differed by ±40% with it; the bench prints it next to each figure.
+    On a shared VM the host takes CPU time the guest cannot use (steal). Identical runs differed
+    by ±40%; with steal printed next to each figure a reader sees when the host was the cause.
     """
 
     total: int
@@ -706,7 +706,8 @@ async def bench_pipeline(settings: Settings, events: int, rate: float, seconds: 
         workdir = Path(tmp)
         async with bench_broker(settings, workdir) as bootstrap:
             bench_settings, env = await bench_namespace(settings, bootstrap)
-            topology = Topology.of(bench_settings, Catalog.load(settings.topics_dir))
+            catalog = Catalog.load(settings.topics_dir)
+            topology = Topology.of(bench_settings, catalog)
             print(
                 f"sluice bench pipeline: {os.cpu_count()} cores, broker {bootstrap}, namespace "
                 f"{bench_settings.namespace}, {topology.partitions} partitions, one worker process",
@@ -714,7 +715,7 @@ async def bench_pipeline(settings: Settings, events: int, rate: float, seconds: 
             )
             records, duplicates = order_records(schemas["event"], events)
             expected = events - duplicates
-            core_us = core_us_per_event(schemas, Catalog.load(settings.topics_dir)["orders"], records[:5000])
+            core_us = core_us_per_event(schemas, catalog["orders"], records[:5000])
             print(f"  this machine now: {core_us:.0f} µs an event for decode, dedupe, rules, encode", flush=True)
             preload = await drive_bare_producer(bootstrap, topology.events["orders"], records, 5000, schemas)
             del records
