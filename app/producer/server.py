@@ -222,7 +222,7 @@ def ingest(dialect: Dialect) -> Handler:
             status, payload = dialect.respond(parsed)
             return json_response(status, payload)
         keys = [(principal.tenant, spec.slug, event.id) for _, event in parsed.accepted]
-        with context.replies.expect(keys) as futures:
+        async with context.replies.expect(keys) as futures:
             await _write(request, context, spec, parsed)
             arrived = await gather_effects(futures, context.settings.effect_timeout_s)
         status, payload = dialect.reply(parsed, {key[2]: effect for key, effect in arrived.items()})
@@ -304,6 +304,7 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None, stop:
             topology.partitions,
             schemas,
             fetch_max_wait_ms=settings.fetch_max_wait_ms,
+            timeout_s=settings.publish_timeout_s,
         )
         await replies.start()
         registry = Registry.of(settings, topology, schemas, catalog)

@@ -1,10 +1,17 @@
-"""Replies hands each effect to whoever waits for it, and decodes nothing when nobody waits."""
+"""Replies hands each effect to whoever waits for it, decodes nothing when nobody waits, and reads
+nothing at all once nobody has waited for a while."""
 
 from __future__ import annotations
 
 import asyncio
+import time
+import uuid
 from pathlib import Path
 from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from app.envelope import Envelope, utcnow
 from app.ledger import effect_record
@@ -46,8 +53,45 @@ async def test_an_effect_goes_to_its_waiter_and_none_is_decoded_when_nobody_wait
     replies = Replies("127.0.0.1:1", ["effects"], 1, schemas, fetch_max_wait_ms=100)
     replies._deliver(effect_of("e0"))
     assert schemas.decoded == 0
-    with replies.expect([("acme", "orders", "e1")]) as futures:
+    async with replies.expect([("acme", "orders", "e1")]) as futures:
         replies._deliver(effect_of("e1"))
         assert schemas.decoded == 1
         record = await asyncio.wait_for(futures[("acme", "orders", "e1")], timeout=1)
     assert record["event_id"] == "e1"
+
+
+async def until(condition: Any, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
+@pytest.mark.integration
+async def test_reading_pauses_while_nobody_waits_and_the_next_waiter_still_gets_its_effect(
+    kafka_bootstrap: str,
+) -> None:
+    topic = "replies-" + uuid.uuid4().hex[:8]
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    await admin.create_topics([NewTopic(topic, 2, 1)])
+    await admin.close()
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+    await producer.start()
+    schemas = CountingSchemas({name: SCHEMAS[name] for name in ("effect", "event")})
+    replies = Replies(kafka_bootstrap, [topic], 2, schemas, fetch_max_wait_ms=100, idle_after_s=0.3)
+    await replies.start()
+    try:
+        await until(lambda: replies.paused, timeout=10)
+        # Written while paused, for nobody: the next waiter starts after it, not with it.
+        await producer.send_and_wait(topic, effect_of("before"), partition=0)
+        async with replies.expect([("acme", "orders", "e1")]) as futures:
+            assert not replies.paused
+            await producer.send_and_wait(topic, effect_of("e1"), partition=1)
+            record = await asyncio.wait_for(futures[("acme", "orders", "e1")], timeout=10)
+        assert record["event_id"] == "e1"
+        assert schemas.decoded == 1  # "before" was never read
+        await until(lambda: replies.paused, timeout=10)  # and nobody waits again
+    finally:
+        await replies.stop()
+        await producer.stop()
