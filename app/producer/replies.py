@@ -43,7 +43,6 @@ class Replies:
         timeout_s: float = 10.0,
         idle_after_s: float = 10.0,
     ) -> None:
-        self._topics = topics
         self._partitions = [TopicPartition(topic, p) for topic in topics for p in range(partitions)]
         self._schemas = schemas
         self._timeout_s = timeout_s
