@@ -4,7 +4,6 @@ nothing at all once nobody has waited for a while."""
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from app.producer.replies import Replies
 from app.rules import Fact, UserState, apply
 from app.schemas import SchemaSet
 from app.topics import Catalog
+from tests.support.wait import until
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMAS = SchemaSet.load(REPO / "schemas")
@@ -60,13 +60,6 @@ async def test_an_effect_goes_to_its_waiter_and_none_is_decoded_when_nobody_wait
     assert record["event_id"] == "e1"
 
 
-async def until(condition: Any, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
-
-
 @pytest.mark.integration
 async def test_reading_pauses_while_nobody_waits_and_the_next_waiter_still_gets_its_effect(
     kafka_bootstrap: str,
@@ -82,7 +75,7 @@ async def test_reading_pauses_while_nobody_waits_and_the_next_waiter_still_gets_
     replies = Replies(kafka_bootstrap, [topic], 2, schemas, fetch_max_wait_ms=100, idle_after_s=0.3)
     await replies.start()
     try:
-        await until(lambda: replies.paused, timeout=10)
+        await until(lambda: replies.paused, timeout=10, what="the reader never paused")
         # Written while paused, for nobody: the next waiter starts after it, not with it.
         await producer.send_and_wait(topic, effect_of("before"), partition=0)
         async with replies.expect([("acme", "orders", "e1")]) as futures:
@@ -91,7 +84,7 @@ async def test_reading_pauses_while_nobody_waits_and_the_next_waiter_still_gets_
             record = await asyncio.wait_for(futures[("acme", "orders", "e1")], timeout=10)
         assert record["event_id"] == "e1"
         assert schemas.decoded == 1  # "before" was never read
-        await until(lambda: replies.paused, timeout=10)  # and nobody waits again
+        await until(lambda: replies.paused, timeout=10, what="the reader never paused again")  # nobody waits
     finally:
         await replies.stop()
         await producer.stop()

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import signal
-import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +14,7 @@ import pytest
 from app.topics import Catalog
 from app.worker.rulebook import Rulebook
 from tests.support.stack import REPO, Stack, read_until
+from tests.support.wait import until
 
 ORDERS = REPO / "topics" / "orders.yaml"
 
@@ -72,7 +70,7 @@ async def test_sighup_applies_new_rules_to_new_events(kafka_bootstrap: str, tmp_
         (folder / "orders.yaml").write_text(ORDERS.read_text().replace("add_coins: 10", "add_coins: 25"))
         assert worker.process is not None
         worker.process.send_signal(signal.SIGHUP)
-        await wait_for_log(lambda: worker.log_tail(400), "rules reloaded")
+        await until(lambda: "rules reloaded" in worker.log_tail(400), timeout=30, what="'rules reloaded' never logged")
 
         second = await post(stack, {"data": {"user_id": user}})
         effects = await read_until(
@@ -95,10 +93,3 @@ async def post(stack: Stack, body: dict[str, Any]) -> str:
         assert response.status == 200
         event_id: str = (await response.json())["id"]
         return event_id
-
-
-async def wait_for_log(read: Callable[[], str], text: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while text not in read():
-        assert time.monotonic() < deadline, f"{text!r} never logged"
-        await asyncio.sleep(0.2)
