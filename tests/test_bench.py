@@ -1,6 +1,7 @@
 """The bench's own instruments: its HTTP client must answer as a client should, its CPU readings add up."""
 
 import asyncio
+import os
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
@@ -8,7 +9,15 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from app.bench import CpuTimes, Http, core_us_per_event, order_records, steal_percent
+from app.bench import (
+    CpuTimes,
+    Http,
+    core_us_per_event,
+    cpu_seconds,
+    cpu_us_per_event,
+    order_records,
+    steal_percent,
+)
 from app.schemas import SchemaSet
 from app.topics import Catalog
 from tests.support.http import local_server
@@ -77,3 +86,24 @@ def test_the_core_calibration_applies_every_order_and_times_it() -> None:
     records, _ = order_records(schemas["event"], 50)
     spec = Catalog.load(Path("topics"))["orders"]
     assert 0 < core_us_per_event(schemas, spec, records) < 1e6
+
+
+def test_cpu_seconds_are_user_plus_system_time_of_a_proc_stat_file(tmp_path: Path) -> None:
+    stat = tmp_path / "stat"
+    ticks = os.sysconf("SC_CLK_TCK")
+    # The command name may hold spaces and parentheses; utime and stime are fields 14 and 15.
+    stat.write_text(f"4138 (python (x) 3) S 1 2 3 0 -1 4194560 9 0 0 0 {3 * ticks} {ticks} 0 0 20 0 3 0 1\n")
+    assert cpu_seconds(stat) == 4.0
+    assert cpu_seconds(tmp_path / "missing") is None
+
+
+def test_cpu_per_event_is_the_difference_over_the_events() -> None:
+    assert cpu_us_per_event(1.0, 2.5, 15_000) == "100"
+    assert cpu_us_per_event(None, 2.5, 15_000) == "-"
+    assert cpu_us_per_event(1.0, None, 15_000) == "-"
+    assert cpu_us_per_event(1.0, 2.0, 0) == "-"
+
+
+def test_cpu_seconds_reads_this_process() -> None:
+    spent = cpu_seconds(Path(f"/proc/{os.getpid()}/stat"))
+    assert spent is not None and spent > 0
