@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from types import TracebackType
+from typing import TypeVar
 
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+
+Partition = TypeVar("Partition", bound=tuple[str, int])  # faust's TP or aiokafka's TopicPartition
 
 
 class CommittedOffsets:
@@ -24,8 +28,14 @@ class CommittedOffsets:
     ) -> None:
         await self._admin.close()
 
-    async def get(self, where: tuple[str, int]) -> int | None:
-        """The committed offset of (topic, partition); None if the group has none there."""
-        offsets = await self._admin.list_consumer_group_offsets(self._group_id, partitions=[TopicPartition(*where)])
-        found = offsets.get(TopicPartition(*where))
-        return found.offset if found is not None and found.offset >= 0 else None
+    async def get(self, partitions: Collection[Partition]) -> dict[Partition, int]:
+        """The committed offsets of these (topic, partition) pairs; a pair the group has none of is left out."""
+        found = await self._admin.list_consumer_group_offsets(
+            self._group_id, partitions=[TopicPartition(*where) for where in partitions]
+        )
+        offsets = {}
+        for where in partitions:
+            at = found.get(TopicPartition(*where))
+            if at is not None and at.offset >= 0:
+                offsets[where] = at.offset
+        return offsets

@@ -36,6 +36,22 @@ class Partition:
         self.resumed += 1
 
 
+class Starts:
+    """Where partitions start (the log at 0, the group committed 45), and the asks for it."""
+
+    def __init__(self, consumer: Any) -> None:
+        self.asked: list[tuple[str, list[TP]]] = []
+        consumer.earliest_offsets = self.earliest
+
+    async def earliest(self, *tps: TP) -> dict[TP, int]:
+        self.asked.append(("earliest", sorted(tps)))
+        return dict.fromkeys(tps, 0)
+
+    async def get(self, tps: list[TP]) -> dict[TP, int]:
+        self.asked.append(("committed", sorted(tps)))
+        return dict.fromkeys(tps, 45)
+
+
 class Broker:
     """What the Intake's probe reads of the log: the records go on at `first` (default: right there)."""
 
@@ -53,11 +69,7 @@ def timer(tmp_path: Path) -> tuple[Any, intake.Intake]:
     app.consumer_generation_id = 3
     taken = intake.Intake(app, settings, intake.source(app, TOPIC, partitions=1))
     taken._progress.seek_every_s = 0  # every tick is "two ticks later"
-
-    async def committed(tp: TP) -> int:
-        return 45
-
-    cast(Any, taken)._start_of = committed
+    taken._committed = cast(Any, Starts(app.consumer))
     taken._probe = cast(Any, Broker())
     return app, taken
 
@@ -93,6 +105,34 @@ async def test_records_waiting_in_the_log_are_sought_and_resumed(timer: tuple[An
     await taken._seek_stuck()
     await taken._seek_stuck()
     assert partition.sought == [45] and partition.resumed == 1
+
+
+async def test_partitions_with_no_record_yet_are_started_in_one_ask(timer: tuple[Any, intake.Intake]) -> None:
+    # A partition at a time waited for the consumer thread about 0.1 s each, holding the batch lock.
+    app, taken = timer
+    Partition(app.consumer, end=45)
+    mine = [TP(TOPIC, p) for p in range(20)]
+    app.consumer.assignment = lambda: {*mine, TP("other", 0)}
+    starts = cast(Starts, taken._committed)
+    await taken._seek_stuck()
+    await taken._seek_stuck()
+    assert starts.asked == [("earliest", mine), ("committed", mine)]
+    assert all(taken._progress.position(tp) == 45 for tp in mine)
+
+
+async def test_a_batch_starts_its_new_partitions_in_one_ask(timer: tuple[Any, intake.Intake]) -> None:
+    app, taken = timer
+    mine = [TP(TOPIC, p) for p in range(3)]
+    app.consumer.assignment = lambda: set(mine)
+    starts = cast(Starts, taken._committed)
+    batch = [
+        Message(TOPIC, p, offset, 0.0, 0, [], b"k", b"v", None, generation_id=3)
+        for p in range(3)
+        for offset in (45, 46)
+    ]
+    admitted = await taken._admit(batch)
+    assert starts.asked == [("earliest", mine), ("committed", mine)]
+    assert admitted == batch
 
 
 async def test_records_of_an_earlier_generation_say_nothing(timer: tuple[Any, intake.Intake]) -> None:
