@@ -4,32 +4,22 @@ and a flush goes out only when the one before is acknowledged."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from app.producer.publisher import Publisher, partition_of
 from app.schemas import SchemaSet
 from tests.support.stack import read_raw_until
+from tests.support.topics import new_topic
 
 pytestmark = pytest.mark.integration
 SCHEMAS = SchemaSet.load(Path(__file__).resolve().parents[2] / "schemas")
 
 
-async def new_topic(bootstrap: str, partitions: int) -> str:
-    topic = "publisher-" + uuid.uuid4().hex[:8]
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    await admin.create_topics([NewTopic(topic, partitions, 1)])
-    await admin.close()
-    return topic
-
-
 async def test_concurrent_callers_lose_nothing_and_keep_order(kafka_bootstrap: str) -> None:
-    topic = await new_topic(kafka_bootstrap, 4)
+    topic = await new_topic(kafka_bootstrap, "publisher", 4)
 
     keys = [f"acme:user-{i}".encode() for i in range(7)]
     async with Publisher(kafka_bootstrap, dead_letter_schema=SCHEMAS["dead_letter"], timeout_s=30) as publisher:
@@ -57,7 +47,7 @@ async def test_a_flush_goes_out_only_once_the_one_before_is_acknowledged(kafka_b
     # aiokafka sends a broker one request at a time: a flush made while one is out only waits
     # inside aiokafka, and what is queued behind it waits longer. Callers arriving meanwhile share
     # the next flush instead.
-    topic = await new_topic(kafka_bootstrap, 2)
+    topic = await new_topic(kafka_bootstrap, "publisher", 2)
 
     async with Publisher(kafka_bootstrap, dead_letter_schema=SCHEMAS["dead_letter"], timeout_s=30) as publisher:
         send = publisher._send

@@ -4,13 +4,11 @@ nothing at all once nobody has waited for a while."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from app.envelope import Envelope, utcnow
 from app.ledger import effect_record
@@ -18,6 +16,7 @@ from app.producer.replies import Replies
 from app.rules import Fact, UserState, apply
 from app.schemas import SchemaSet
 from app.topics import Catalog
+from tests.support.topics import new_topic
 from tests.support.wait import until
 
 REPO = Path(__file__).resolve().parents[2]
@@ -64,11 +63,7 @@ async def test_an_effect_goes_to_its_waiter_and_none_is_decoded_when_nobody_wait
 async def test_reading_pauses_while_nobody_waits_and_the_next_waiter_still_gets_its_effect(
     kafka_bootstrap: str,
 ) -> None:
-    topic = "replies-" + uuid.uuid4().hex[:8]
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-    await admin.start()
-    await admin.create_topics([NewTopic(topic, 2, 1)])
-    await admin.close()
+    topic = await new_topic(kafka_bootstrap, "replies", 2)
     producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
     await producer.start()
     schemas = CountingSchemas({name: SCHEMAS[name] for name in ("effect", "event")})

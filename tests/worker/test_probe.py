@@ -6,20 +6,12 @@ import uuid
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic, RecordsToDelete
+from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 
 from app.worker.probe import Probe
+from tests.support.topics import new_topic
 
 pytestmark = pytest.mark.integration
-
-
-async def new_topic(bootstrap: str) -> str:
-    topic = "probe-" + uuid.uuid4().hex[:8]
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    await admin.create_topics([NewTopic(topic, 1, 1)])
-    await admin.close()
-    return topic
 
 
 async def records_of(bootstrap: str, tp: TopicPartition) -> tuple[list[int], int]:
@@ -39,7 +31,7 @@ async def records_of(bootstrap: str, tp: TopicPartition) -> tuple[list[int], int
 
 
 async def test_records_markers_and_expired_offsets(kafka_bootstrap: str) -> None:
-    topic = await new_topic(kafka_bootstrap)
+    topic = await new_topic(kafka_bootstrap, "probe")
     tp = TopicPartition(topic, 0)
     plain = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
     transactional = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, transactional_id="probe-" + uuid.uuid4().hex)
