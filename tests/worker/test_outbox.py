@@ -1,0 +1,60 @@
+"""The worker's outbox on the real broker: records sent go out at once, and a flush waits for them all."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from app.worker.outbox import Outbox
+from tests.support.topics import new_topic
+
+pytestmark = pytest.mark.integration
+
+
+def log_end_reaches(bootstrap: str, tp: TopicPartition, end: int, timeout: float) -> bool:
+    """Watched from another thread and event loop, so the caller's loop may stay blocked meanwhile."""
+
+    async def watch() -> bool:
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+        await consumer.start()
+        try:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if (await consumer.end_offsets([tp]))[tp] >= end:
+                    return True
+                await asyncio.sleep(0.05)
+            return False
+        finally:
+            await consumer.stop()
+
+    reached: list[bool] = []
+    watcher = threading.Thread(target=lambda: reached.append(asyncio.run(watch())))
+    watcher.start()
+    watcher.join()  # blocks this loop, as applying the next partition does
+    return reached == [True]
+
+
+async def test_sent_records_reach_kafka_while_the_loop_is_busy(kafka_bootstrap: str) -> None:
+    topic = await new_topic(kafka_bootstrap, "outbox")
+    async with Outbox(kafka_bootstrap, timeout_s=10) as outbox:
+        for n in range(3):
+            outbox.add(topic, 0, b"k%d" % n, b"v")
+        await outbox.send()
+        assert log_end_reaches(kafka_bootstrap, TopicPartition(topic, 0), 3, timeout=10)
+        assert await outbox.flush() == {(topic, 0): 0}
+
+
+async def test_a_flush_waits_for_every_send_and_gives_each_partitions_last_batch(kafka_bootstrap: str) -> None:
+    topic = await new_topic(kafka_bootstrap, "outbox", 2)
+    async with Outbox(kafka_bootstrap, timeout_s=10) as outbox:
+        outbox.add(topic, 0, b"a", b"1")
+        outbox.add(topic, 0, b"b", b"2")
+        await outbox.send()
+        outbox.add(topic, 0, b"c", b"3")
+        outbox.add(topic, 1, b"d", b"4")
+        assert await outbox.flush() == {(topic, 0): 2, (topic, 1): 0}
+        assert await outbox.flush() == {}
