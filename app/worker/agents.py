@@ -27,6 +27,12 @@ from app.worker.sweep import Sweep
 
 log = logging.getLogger(__name__)
 
+# Events applied before their writes are sent, while later partitions of the batch are applied.
+# Not less: a node has one produce request in flight, so small sends queue round trips one
+# behind the other (at a steady 1,000 events/s, a send per partition raised the p50 from 10
+# to 15 ms); a batch under this goes in one request at its flush.
+SEND_AFTER_EVENTS = 100
+
 
 def register(
     app: faust.App,
@@ -65,6 +71,7 @@ def register(
                 by_partition: dict[int, list[Message]] = {}
                 for message in batch:
                     by_partition.setdefault(message.partition, []).append(message)
+                unsent = 0
                 for partition_messages in by_partition.values():
                     apply_partition(partition_messages, outbox)
                     if windows is not None:
@@ -73,7 +80,10 @@ def register(
                             runs.setdefault(message.topic, []).append(message)
                         for topic, run in runs.items():
                             windows.apply(topic, run[0].partition, run, outbox)
-                    await outbox.send()  # acked while the next partition is applied
+                    unsent += len(partition_messages)
+                    if unsent >= SEND_AFTER_EVENTS:
+                        await outbox.send()  # acked while the next partition is applied
+                        unsent = 0
                 changelog = table.changelog_topic.get_topic_name()
                 # Everything the batch wrote is in Kafka before the Intake commits its offsets.
                 flushed = await outbox.flush()
