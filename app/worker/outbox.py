@@ -54,12 +54,9 @@ class Outbox:
         task, which writes to the socket: two turns in tests/worker/test_outbox.py, three leave
         room). A node has one request in flight; while it is out, these go at the next yield.
         """
-        pending, self._pending = self._pending, {}
-        if not pending:
-            return
-        self._sent.extend(await send_batches(self._producer, pending))
-        for _ in range(3):
-            await asyncio.sleep(0)
+        if await self._queue():
+            for _ in range(3):
+                await asyncio.sleep(0)
 
     async def flush(self) -> dict[tuple[str, int], int]:
         """Send what was added and wait for every ack; per (topic, partition), an offset it wrote at.
@@ -67,10 +64,18 @@ class Outbox:
         That offset is the base offset of the partition's last batch: a lower bound of
         the last record written, which is all that resuming a changelog replay needs.
         """
-        await self.send()
+        await self._queue()  # no yields: waiting for the acks lets the sender run
         sent, self._sent = self._sent, []
         flushed: dict[tuple[str, int], int] = {}
         for ack in await asyncio.gather(*sent):
             where = (ack.topic, ack.partition)
             flushed[where] = max(ack.offset, flushed.get(where, -1))
         return flushed
+
+    async def _queue(self) -> bool:
+        """Hand what was added to aiokafka; False if there was nothing."""
+        pending, self._pending = self._pending, {}
+        if not pending:
+            return False
+        self._sent.extend(await send_batches(self._producer, pending))
+        return True
