@@ -11,7 +11,7 @@ export SLUICE_API_KEYS ?= dev_key_123:dev
 # Development: webhooks may reach receivers on this machine (production allows public addresses only).
 export SLUICE_WEBHOOK_PRIVATE_NETWORKS ?= 127.0.0.0/8
 
-.PHONY: run test lint unit integration bench-ingest bench-pipeline bench-delivery bench-analytics clean
+.PHONY: run test lint unit integration docs bench-ingest bench-pipeline bench-delivery bench-analytics clean
 
 run: $(INSTALLED) $(KAFKA_JARS)
 	$(BIN)/sluice up
@@ -28,26 +28,33 @@ integration: $(INSTALLED) $(KAFKA_JARS)
 # Starts its own broker (unless KAFKA_BOOTSTRAP_SERVERS) and two producer processes (one per
 # spare core; set SLUICE_PRODUCER_PROCESSES); prints events/s, p50/p99 and the bare-producer ceilings.
 bench-ingest: $(INSTALLED) $(KAFKA_JARS)
-	SLUICE_PRODUCER_PROCESSES=$${SLUICE_PRODUCER_PROCESSES:-2} $(BIN)/sluice bench ingest --connections 16
+	SLUICE_PRODUCER_PROCESSES=$${SLUICE_PRODUCER_PROCESSES:-2} $(BIN)/python -m bench ingest --connections 16
 
 # Starts its own broker (unless KAFKA_BOOTSTRAP_SERVERS), pre-loads 100,000 orders, then one worker
 # process: prints its events/s, then HTTP-accept-to-effect latency p50/p99 at a steady 1,000 events/s.
 bench-pipeline: $(INSTALLED) $(KAFKA_JARS)
-	$(BIN)/sluice bench pipeline
+	$(BIN)/python -m bench pipeline
 
 # Starts its own broker (unless KAFKA_BOOTSTRAP_SERVERS), a producer and a webhook dispatcher: prints
 # SSE fan-out (10 streams x 20,000 effects) and webhook deliveries per second to a local receiver.
 bench-delivery: $(INSTALLED) $(KAFKA_JARS)
-	$(BIN)/sluice bench delivery --events 20000 --subscribers 10
+	$(BIN)/python -m bench delivery --events 20000 --subscribers 10
 
 # Starts its own broker (unless KAFKA_BOOTSTRAP_SERVERS): one worker over 50,000 pre-loaded orders with no
 # windowed table, then with three (events/s); then point and top query p50/p99 on a table of 1,000,000 windows.
 bench-analytics: $(INSTALLED) $(KAFKA_JARS)
-	$(BIN)/sluice bench analytics --events 50000
+	$(BIN)/python -m bench analytics --events 50000
+
+# The settings table of docs/operations.md, written from the settings' own doc strings (a test checks it).
+docs: $(INSTALLED)
+	$(BIN)/python -c 'import pathlib; from app.settings import markdown_table; \
+	p = pathlib.Path("docs/operations.md"); s = p.read_text(); \
+	a, b = "<!-- settings:begin -->\n", "\n<!-- settings:end -->"; \
+	p.write_text(s[: s.index(a) + len(a)] + markdown_table() + s[s.index(b) :])'
 
 lint: $(INSTALLED)
-	$(BIN)/ruff check app tests
-	$(BIN)/ruff format --check app tests
+	$(BIN)/ruff check app tests bench
+	$(BIN)/ruff format --check app tests bench
 	$(BIN)/mypy
 
 $(INSTALLED): pyproject.toml

@@ -14,7 +14,7 @@ The worker takes events in batches. Per event it writes the entry, then sends
 the effect; at the end of the batch it writes each user record it touched, once.
 So in the changelog every entry comes before the user record that includes it.
 Faust's writes to the changelog are not atomic with the offset commit
-(REFERENCE.md section 3, pitfall 2), so after a crash the same records can come
+(they go out as separate messages), so after a crash the same records can come
 again with any prefix of those writes done. Because an entry holds the outcome
 (the effect and the user record right after it), a redelivered record finds it
 and replays the very same outcome: the same state, the same effect, never a
@@ -31,8 +31,8 @@ from typing import Any
 
 import orjson
 
-from app.envelope import Envelope
-from app.instants import epoch_ms
+from app.core.envelope import Envelope
+from app.core.instants import epoch_ms
 from app.rules import Effect, Fact, Rule, UserState, apply
 
 

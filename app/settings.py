@@ -1,176 +1,316 @@
-"""One frozen, typed settings object read from SLUICE_* environment variables."""
+"""Frozen, typed settings in sections, read from SLUICE_* environment variables."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Any, get_type_hints
 
-from app.delivery.destination import parse_networks
 from app.errors import SettingsError
 
-PREFIX = "SLUICE_"
+Network = IPv4Network | IPv6Network
+Networks = tuple[Network, ...]
 
 
-def _setting(default: Any, doc: str) -> Any:
-    return field(default=default, metadata={"doc": doc})
+def _setting(env: str, default: Any, doc: str) -> Any:
+    """A field read from the environment variable `env`; `doc` is what the docs' settings table says of it."""
+    return field(default=default, metadata={"env": env, "doc": doc})
+
+
+def parse_networks(text: str) -> Networks:
+    """Comma-separated CIDR networks (`127.0.0.0/8,10.1.0.0/16`); ValueError naming the bad one."""
+    networks = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        try:
+            networks.append(ip_network(item, strict=False))
+        except ValueError:
+            raise ValueError(f"{item!r} is not a network (CIDR, e.g. 127.0.0.0/8)") from None
+    return tuple(networks)
 
 
 @dataclass(frozen=True, slots=True)
-class Settings:
-    """Every knob Sluice has. The env name of a field is SLUICE_ + its name in upper case."""
+class KafkaSettings:
+    """The cluster, the local broker `sluice kafka` runs, and how Sluice names and sizes its topics."""
 
-    kafka_bootstrap_servers: str = _setting(
-        "", "Kafka bootstrap servers (host:port,...). Empty: a local broker (KAFKA_BOOTSTRAP_SERVERS also read)."
-    )
-    kafka_port: int = _setting(9092, "Port of the local broker that `sluice kafka` runs.")
-    kafka_controller_port: int = _setting(0, "KRaft controller port of the local broker; 0 means kafka_port + 1.")
-    kafka_data_dir: Path = _setting(Path("var/kafka"), "Log dir of the local broker; reused across starts.")
-    kafka_home: Path = _setting(
-        Path.home() / ".cache" / "sluice" / "kafka", "Where the Kafka jars from Maven Central are cached."
-    )
-    kafka_heap: str = _setting("512m", "JVM heap of the local broker (-Xmx).")
-    producer_host: str = _setting("127.0.0.1", "Interface the HTTP producer listens on.")
-    producer_port: int = _setting(8080, "Port the HTTP producer listens on.")
-    producer_processes: int = _setting(
-        1, "HTTP producer processes sharing the port (SO_REUSEPORT); one per spare core."
-    )
-    worker_host: str = _setting("127.0.0.1", "Interface the worker's web server listens on.")
-    worker_port: int = _setting(6066, "Port of the worker's web server.")
-    worker_session_timeout_s: float = _setting(
-        10.0, "Consumer group session timeout: how soon a dead worker's partitions move (6 s at least)."
-    )
-    worker_batch_size: int = _setting(1000, "Most events the worker dedupes and applies as one batch.")
-    worker_batch_wait_s: float = _setting(
-        0.0,
-        "Longest the worker waits to fill a batch: latency it may add to each event. A batch is "
-        "otherwise what arrived while the last one was applied.",
-    )
-    worker_cached_users: int = _setting(
-        50000, "User records the worker keeps parsed between batches (0: none), instead of reading them again."
-    )
-    worker_commit_interval_s: float = _setting(
-        1.0, "How often the worker commits its consumer offsets; a crash replays at most this much, deduped."
-    )
-    worker_fetch_max_wait_ms: int = _setting(
-        100, "Longest the worker's fetch waits at the broker for records; faust's own 1500 adds up to that to latency."
-    )
-    fetch_max_wait_ms: int = _setting(
-        100, "Longest a consumer's fetch waits at the broker for records: latency a quiet partition may add."
-    )
-    api_keys: str = _setting("", "Development keys: key1:tenant1,key2:tenant2 (plain text).")
-    keys_file: Path | None = _setting(None, "YAML file of SHA-256 hashed API keys (production).")
-    topics_dir: Path = _setting(Path("topics"), "Folder of topic files (<slug>.yaml).")
-    schemas_dir: Path = _setting(Path("schemas"), "Folder of Avro schemas (*.avsc).")
-    data_dir: Path = _setting(Path("var"), "Folder for worker state (RocksDB).")
-    namespace: str = _setting("", "Prefix for every Kafka topic and the consumer group; isolates deployments.")
-    app_id: str = _setting("sluice", "Faust application id (consumer group and changelog topic prefix).")
-    partitions: int = _setting(4, "Partitions of every event topic, the effects topic and the state tables.")
-    replication_factor: int = _setting(1, "Replication factor of the topics Sluice creates.")
-    max_body_bytes: int = _setting(1024 * 1024, "Largest request body the producer reads (413 above it).")
-    publish_timeout_s: float = _setting(10.0, "How long the producer waits for Kafka's ack before a 503.")
-    effect_timeout_s: float = _setting(5.0, "How long the gamification endpoints wait for effects before a 202.")
-    dedupe_window_s: int = _setting(7 * 24 * 3600, "How long an event id is remembered for deduplication.")
-    wait_group_retention_s: int = _setting(
-        7 * 24 * 3600,
-        "How long a wait group instance is kept after its deadline: events naming it are accepted (and "
-        "count for nothing) until then, and refused after.",
-    )
-    log_level: str = _setting("info", "debug, info, warning or error.")
-    webhook_timeout_s: float = _setting(5.0, "How long one webhook POST may take before it counts as failed.")
-    webhook_retry_s: float = _setting(
-        3600.0, "How long a failing webhook delivery is retried before it is parked on the dead-letter topic."
-    )
-    webhook_backoff_base_s: float = _setting(0.5, "Longest wait before the first webhook retry; doubles each time.")
-    webhook_backoff_max_s: float = _setting(60.0, "Longest wait between two webhook retries.")
-    webhook_private_networks: str = _setting(
+    bootstrap_servers: str = _setting(
+        "SLUICE_KAFKA_BOOTSTRAP_SERVERS",
         "",
-        "Private networks webhooks may reach besides public addresses, as CIDRs (a,b): 127.0.0.0/8 for a "
-        "receiver on this machine. Empty: public addresses only.",
+        "Kafka bootstrap servers (host:port,...). Empty: the local broker. KAFKA_BOOTSTRAP_SERVERS is read too.",
     )
-    analytics_workers: str = _setting(
-        "", "Worker web URLs the producer asks where table partitions live (a,b); empty: the worker host and port."
+    port: int = _setting("SLUICE_KAFKA_PORT", 9092, "Port of the local broker that `sluice kafka` runs.")
+    controller_port: int = _setting(
+        "SLUICE_KAFKA_CONTROLLER_PORT", 0, "KRaft controller port of the local broker; 0 means the port + 1."
     )
-    analytics_query_timeout_s: float = _setting(5.0, "How long a table query waits for the workers before a 503.")
-    analytics_sweep_s: float = _setting(10.0, "How often the worker deletes windows past their retention.")
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        env = os.environ if environ is None else environ
-        hints = get_type_hints(cls)
-        values: dict[str, Any] = {}
-        for f in dataclasses.fields(cls):
-            name = PREFIX + f.name.upper()
-            raw = env.get(name)
-            if raw is None or raw == "":
-                continue
-            values[f.name] = _convert(name, raw, hints[f.name])
-        if "kafka_bootstrap_servers" not in values and env.get("KAFKA_BOOTSTRAP_SERVERS"):
-            values["kafka_bootstrap_servers"] = env["KAFKA_BOOTSTRAP_SERVERS"]
-        settings = cls(**values)
-        settings._check()
-        return settings
-
-    @classmethod
-    def env_names(cls) -> frozenset[str]:
-        """Every environment variable Sluice reads."""
-        names = {PREFIX + f.name.upper() for f in dataclasses.fields(cls)}
-        return frozenset(names | {"KAFKA_BOOTSTRAP_SERVERS"})
-
-    def replace(self, **changes: Any) -> Settings:
-        return dataclasses.replace(self, **changes)
+    data_dir: Path = _setting("SLUICE_KAFKA_DATA_DIR", Path("var/kafka"), "Log dir of the local broker, reused.")
+    home: Path = _setting(
+        "SLUICE_KAFKA_HOME", Path.home() / ".cache" / "sluice" / "kafka", "Cache of the Kafka jars from Maven Central."
+    )
+    heap: str = _setting("SLUICE_KAFKA_HEAP", "512m", "JVM heap of the local broker (-Xmx).")
+    namespace: str = _setting(
+        "SLUICE_NAMESPACE", "", "Prefix of every Kafka topic and of the consumer group; isolates deployments."
+    )
+    partitions: int = _setting(
+        "SLUICE_PARTITIONS", 4, "Partitions of every event topic, the effects topic and the state tables."
+    )
+    replication_factor: int = _setting("SLUICE_REPLICATION_FACTOR", 1, "Replication factor of created topics.")
+    fetch_max_wait_ms: int = _setting(
+        "SLUICE_FETCH_MAX_WAIT_MS",
+        100,
+        "Longest a consumer's fetch waits at the broker for records: latency a quiet partition may add.",
+    )
 
     @property
     def bootstrap(self) -> str:
         """The bootstrap address clients use: the given one, else the local broker's."""
-        return self.kafka_bootstrap_servers or f"127.0.0.1:{self.kafka_port}"
+        return self.bootstrap_servers or f"127.0.0.1:{self.port}"
 
     @property
-    def controller_port(self) -> int:
-        return self.kafka_controller_port or self.kafka_port + 1
+    def controller(self) -> int:
+        """The local broker's controller port."""
+        return self.controller_port or self.port + 1
 
-    def kafka_topic(self, name: str) -> str:
+    def topic(self, name: str) -> str:
         """The Kafka topic name of a logical stream, inside this deployment's namespace."""
         return f"{self.namespace}.{name}" if self.namespace else name
+
+
+@dataclass(frozen=True, slots=True)
+class PathSettings:
+    """Where the topic files and schemas are read from."""
+
+    topics_dir: Path = _setting("SLUICE_TOPICS_DIR", Path("topics"), "Folder of topic files (<slug>.yaml).")
+    schemas_dir: Path = _setting("SLUICE_SCHEMAS_DIR", Path("schemas"), "Folder of Avro schemas (*.avsc).")
+
+
+@dataclass(frozen=True, slots=True)
+class KeySettings:
+    """API keys: plain ones for development, a file of hashes in production."""
+
+    api_keys: str = _setting(
+        "SLUICE_API_KEYS", "", "Development keys, key1:tenant1,key2:tenant2 (plain text); `make run` sets one."
+    )
+    keys_file: Path | None = _setting("SLUICE_KEYS_FILE", None, "YAML file of SHA-256 hashed API keys (production).")
+
+
+@dataclass(frozen=True, slots=True)
+class ProducerSettings:
+    """The HTTP producer."""
+
+    host: str = _setting("SLUICE_PRODUCER_HOST", "127.0.0.1", "Interface the HTTP producer listens on.")
+    port: int = _setting("SLUICE_PRODUCER_PORT", 8080, "Port the HTTP producer listens on.")
+    processes: int = _setting(
+        "SLUICE_PRODUCER_PROCESSES", 1, "Producer processes sharing the port (SO_REUSEPORT); one per spare core."
+    )
+    max_body_bytes: int = _setting(
+        "SLUICE_MAX_BODY_BYTES", 1024 * 1024, "Largest request body, inflated (413 above it)."
+    )
+    publish_timeout_s: float = _setting(
+        "SLUICE_PUBLISH_TIMEOUT_S", 10.0, "How long the producer waits for Kafka's ack before a 503."
+    )
+    effect_timeout_s: float = _setting(
+        "SLUICE_EFFECT_TIMEOUT_S", 5.0, "How long the gamification endpoints wait for effects before a 202."
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSettings:
+    """The Faust worker: its group, its state and how it batches."""
+
+    host: str = _setting("SLUICE_WORKER_HOST", "127.0.0.1", "Interface of the worker's web server.")
+    port: int = _setting("SLUICE_WORKER_PORT", 6066, "Port of the worker's web server.")
+    app_id: str = _setting(
+        "SLUICE_APP_ID", "sluice", "Faust application id: the consumer group and the changelog topics' prefix."
+    )
+    data_dir: Path = _setting("SLUICE_DATA_DIR", Path("var"), "Folder of the worker's state (RocksDB).")
+    session_timeout_s: float = _setting(
+        "SLUICE_WORKER_SESSION_TIMEOUT_S",
+        10.0,
+        "Consumer group session timeout: how soon a dead worker's partitions move (the broker's minimum is 6).",
+    )
+    batch_size: int = _setting(
+        "SLUICE_WORKER_BATCH_SIZE", 1000, "Most events the worker dedupes and applies as one batch."
+    )
+    batch_wait_s: float = _setting(
+        "SLUICE_WORKER_BATCH_WAIT_S",
+        0.0,
+        "Longest the worker waits to fill a batch: latency it may add to each event. A batch is otherwise "
+        "what arrived while the last one was applied.",
+    )
+    cached_users: int = _setting(
+        "SLUICE_WORKER_CACHED_USERS",
+        50000,
+        "User records the worker keeps parsed between batches (0: none), forgotten at every rebalance; "
+        "about 1.2 KB each for a small state.",
+    )
+    commit_interval_s: float = _setting(
+        "SLUICE_WORKER_COMMIT_INTERVAL_S",
+        1.0,
+        "How often the worker commits its consumer offsets; a crash replays at most this much, deduped.",
+    )
+    fetch_max_wait_ms: int = _setting(
+        "SLUICE_WORKER_FETCH_MAX_WAIT_MS",
+        100,
+        "Longest the worker's fetch waits at the broker for records; faust's own 1500 adds up to that to latency.",
+    )
+    dedupe_window_s: int = _setting(
+        "SLUICE_DEDUPE_WINDOW_S", 7 * 24 * 3600, "How long an event id is remembered for deduplication."
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulingSettings:
+    """Scheduled events and wait groups."""
+
+    wait_group_retention_s: int = _setting(
+        "SLUICE_WAIT_GROUP_RETENTION_S",
+        7 * 24 * 3600,
+        "How long an ended wait group instance is kept after its deadline: events naming it are accepted "
+        "(and count for nothing) until then, and refused after.",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class DeliverySettings:
+    """Webhook delivery."""
+
+    timeout_s: float = _setting(
+        "SLUICE_WEBHOOK_TIMEOUT_S", 5.0, "How long one webhook POST may take before it counts as failed."
+    )
+    retry_s: float = _setting(
+        "SLUICE_WEBHOOK_RETRY_S",
+        3600.0,
+        "How long a failing webhook delivery is retried before it is parked on parked.<tenant>.<subscription>.",
+    )
+    backoff_base_s: float = _setting(
+        "SLUICE_WEBHOOK_BACKOFF_BASE_S", 0.5, "Longest wait before the first webhook retry; doubles each time."
+    )
+    backoff_max_s: float = _setting("SLUICE_WEBHOOK_BACKOFF_MAX_S", 60.0, "Longest wait between two webhook retries.")
+    private_networks: Networks = _setting(
+        "SLUICE_WEBHOOK_PRIVATE_NETWORKS",
+        (),
+        "Private networks webhooks may reach besides public addresses, as CIDRs (a,b): 127.0.0.0/8 for a "
+        "receiver on this machine. Empty: public addresses only.",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class AnalyticsSettings:
+    """Windowed tables: where the producer asks, and how often the worker sweeps."""
+
+    workers: str = _setting(
+        "SLUICE_ANALYTICS_WORKERS",
+        "",
+        "Worker web URLs (http://host:port,...) the producer asks where table partitions live; empty: the "
+        "worker's host and port.",
+    )
+    query_timeout_s: float = _setting(
+        "SLUICE_ANALYTICS_QUERY_TIMEOUT_S", 5.0, "How long a table query waits for every partition before a 503."
+    )
+    sweep_s: float = _setting(
+        "SLUICE_ANALYTICS_SWEEP_S", 10.0, "How often each worker deletes windows past their retention."
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Every knob Sluice has, in sections; each field names its own environment variable."""
+
+    kafka: KafkaSettings = field(default_factory=KafkaSettings)
+    paths: PathSettings = field(default_factory=PathSettings)
+    keys: KeySettings = field(default_factory=KeySettings)
+    producer: ProducerSettings = field(default_factory=ProducerSettings)
+    worker: WorkerSettings = field(default_factory=WorkerSettings)
+    scheduling: SchedulingSettings = field(default_factory=SchedulingSettings)
+    delivery: DeliverySettings = field(default_factory=DeliverySettings)
+    analytics: AnalyticsSettings = field(default_factory=AnalyticsSettings)
+    log_level: str = _setting("SLUICE_LOG_LEVEL", "info", "debug, info, warning or error.")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        sections: dict[str, Any] = {}
+        for name, section in _sections():
+            values = {
+                f.name: _convert(f.metadata["env"], env[f.metadata["env"]], hint)
+                for f, hint in _fields(section)
+                if env.get(f.metadata["env"], "") != ""
+            }
+            if section is KafkaSettings and "bootstrap_servers" not in values and env.get("KAFKA_BOOTSTRAP_SERVERS"):
+                values["bootstrap_servers"] = env["KAFKA_BOOTSTRAP_SERVERS"]
+            sections[name] = section(**values)
+        log_level = env.get("SLUICE_LOG_LEVEL") or "info"
+        settings = cls(**sections, log_level=log_level.strip().lower())
+        settings._check()
+        return settings
+
+    @classmethod
+    def documented(cls) -> Iterator[tuple[str, str, Any, str]]:
+        """(section, environment variable, default, doc) of every setting, in declaration order."""
+        for name, section in _sections():
+            for f, _ in _fields(section):
+                yield name, f.metadata["env"], f.default, f.metadata["doc"]
+        log_level = next(f for f in dataclasses.fields(cls) if f.name == "log_level")
+        yield "", log_level.metadata["env"], log_level.default, log_level.metadata["doc"]
+
+    @classmethod
+    def env_names(cls) -> frozenset[str]:
+        """Every environment variable Sluice reads."""
+        return frozenset({env for _, env, _, _ in cls.documented()} | {"KAFKA_BOOTSTRAP_SERVERS"})
+
+    def replace(self, section: str, **changes: Any) -> Settings:
+        """A copy with some fields of one section changed (command-line flags over the environment)."""
+        return dataclasses.replace(self, **{section: dataclasses.replace(getattr(self, section), **changes)})
+
+    @property
+    def group_id(self) -> str:
+        """The workers' consumer group, inside the namespace."""
+        return self.kafka.topic(self.worker.app_id)
 
     @property
     def worker_urls(self) -> list[str]:
         """Where the producer asks the workers about windowed tables."""
-        given = [url.strip().rstrip("/") for url in self.analytics_workers.split(",") if url.strip()]
-        return given or [f"http://{self.worker_host}:{self.worker_port}"]
-
-    @property
-    def group_id(self) -> str:
-        return self.kafka_topic(self.app_id)
+        given = [url.strip().rstrip("/") for url in self.analytics.workers.split(",") if url.strip()]
+        return given or [f"http://{self.worker.host}:{self.worker.port}"]
 
     def _check(self) -> None:
-        if self.namespace and not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", self.namespace):
+        namespace = self.kafka.namespace
+        if namespace and not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", namespace):
             raise SettingsError(
                 "SLUICE_NAMESPACE: use letters, digits, '_' or '-' (at most 64)", field="SLUICE_NAMESPACE"
             )
-        for name in (
-            "partitions",
-            "replication_factor",
-            "max_body_bytes",
-            "dedupe_window_s",
-            "wait_group_retention_s",
-            "producer_processes",
-            "worker_batch_size",
+        for env, value in (
+            ("SLUICE_PARTITIONS", self.kafka.partitions),
+            ("SLUICE_REPLICATION_FACTOR", self.kafka.replication_factor),
+            ("SLUICE_MAX_BODY_BYTES", self.producer.max_body_bytes),
+            ("SLUICE_PRODUCER_PROCESSES", self.producer.processes),
+            ("SLUICE_DEDUPE_WINDOW_S", self.worker.dedupe_window_s),
+            ("SLUICE_WORKER_BATCH_SIZE", self.worker.batch_size),
+            ("SLUICE_WAIT_GROUP_RETENTION_S", self.scheduling.wait_group_retention_s),
         ):
-            if getattr(self, name) < 1:
-                env = PREFIX + name.upper()
+            if value < 1:
                 raise SettingsError(f"{env}: must be at least 1", field=env)
-        try:
-            parse_networks(self.webhook_private_networks)
-        except ValueError as exc:
-            env = "SLUICE_WEBHOOK_PRIVATE_NETWORKS"
-            raise SettingsError(f"{env}: {exc}", field=env) from None
-        if self.log_level.lower() not in {"debug", "info", "warning", "error"}:
+        if self.log_level not in {"debug", "info", "warning", "error"}:
             raise SettingsError("SLUICE_LOG_LEVEL: must be debug, info, warning or error", field="SLUICE_LOG_LEVEL")
+
+
+def _sections() -> Iterator[tuple[str, Any]]:
+    hints = get_type_hints(Settings)
+    for f in dataclasses.fields(Settings):
+        if dataclasses.is_dataclass(hints[f.name]):
+            yield f.name, hints[f.name]
+
+
+def _fields(section: Any) -> Iterator[tuple[dataclasses.Field[Any], Any]]:
+    hints = get_type_hints(section)
+    for f in dataclasses.fields(section):
+        yield f, hints[f.name]
 
 
 def _convert(name: str, raw: str, kind: Any) -> Any:
@@ -182,7 +322,26 @@ def _convert(name: str, raw: str, kind: Any) -> Any:
             return float(text)
         if kind is Path or kind == Path | None:
             return Path(text).expanduser()
-    except ValueError:
-        expected = "an integer" if kind is int else "a number"
-        raise SettingsError(f"{name}: must be {expected}, got {raw!r}", field=name) from None
+        if kind == Networks:
+            return parse_networks(text)
+    except ValueError as exc:
+        expected = {int: "an integer", float: "a number"}.get(kind)
+        reason = f"must be {expected}, got {raw!r}" if expected else str(exc)
+        raise SettingsError(f"{name}: {reason}", field=name) from None
     return text
+
+
+def markdown_table() -> str:
+    """The settings table of docs/operations.md, written from each setting's own doc string."""
+    rows = ["| variable | section | default | meaning |", "|---|---|---|---|"]
+    for section, env, default, doc in Settings.documented():
+        rows.append(f"| `{env}` | {section or '(top)'} | {_shown(default)} | {doc.replace('|', '/')} |")
+    return "\n".join(rows)
+
+
+def _shown(default: Any) -> str:
+    if default in ("", (), None):
+        return "(empty)"
+    if isinstance(default, Path) and default.is_relative_to(Path.home()):
+        return f"`~/{default.relative_to(Path.home())}`"
+    return f"`{default}`"

@@ -6,10 +6,10 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from app.dialects.fields import json_type, optional_object, require_object, timestamp
+from app.catalog import Catalog
+from app.core.fields import json_type, optional_object, require_object, timestamp
 from app.errors import NotFound, ValidationError
 from app.rules import Fact, UserState, apply
-from app.topics import Catalog
 
 MAX_EVENTS = 1000
 FIELDS = frozenset({"topic", "state", "events"})

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from app.kafka_local import LocalBroker, wait_for_kafka
+from app.kafka.launcher import LocalBroker, wait_for_kafka
 from app.settings import Settings
 from tests.support.stack import SluiceProcess, free_port
 
@@ -64,7 +64,7 @@ def _kafka_container() -> Iterator[str]:
 def _local_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     folder = tmp_path_factory.mktemp("kafka")
     broker = LocalBroker(
-        home=Settings.from_env().kafka_home,  # the jar cache `sluice kafka` uses too
+        home=Settings.from_env().kafka.home,  # the jar cache `sluice kafka` uses too
         data_dir=folder / "data",
         port=free_port(),
         controller_port=free_port(),

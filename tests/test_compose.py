@@ -17,7 +17,9 @@ import pytest
 import yaml
 
 from app.errors import SettingsError
-from app.settings import PREFIX, Settings
+from app.settings import Settings
+
+PREFIX = "SLUICE_"
 
 REPO = Path(__file__).resolve().parents[1]
 DOCKERFILE = REPO / "Dockerfile"
@@ -151,8 +153,8 @@ def test_sluice_services_reach_the_kafka_service(service: str) -> None:
 def test_producer_is_published_on_8080() -> None:
     env = environment("producer")
     settings = Settings.from_env({name: value for name, value in env.items() if literal(value)})
-    assert (8080, settings.producer_port) in published_ports("producer")
-    assert settings.producer_host == "0.0.0.0"  # reachable through the published port
+    assert (8080, settings.producer.port) in published_ports("producer")
+    assert settings.producer.host == "0.0.0.0"  # reachable through the published port
     assert env["SLUICE_API_KEYS"] == "${SLUICE_API_KEYS:-dev_key_123:dev}"  # the README's key by default
 
 
@@ -168,7 +170,7 @@ def test_dockerfile_runs_the_sluice_console_script() -> None:
     assert json.loads(last["ENTRYPOINT"]) == ["sluice"]
     assert json.loads(last["CMD"]) == ["producer"]
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts["sluice"] == "app.cli:main"
+    assert scripts["sluice"] == "app.cli.main:main"
     assert last["USER"].split(":")[0] not in {"root", "0"}
 
 
@@ -176,7 +178,7 @@ def test_dockerfile_environment_names_real_settings() -> None:
     env = {name: value for name, value in dockerfile_env().items() if name.startswith(PREFIX)}
     assert not sorted(set(env) - Settings.env_names())
     settings = Settings.from_env(env)
-    for folder in (settings.topics_dir, settings.schemas_dir):
+    for folder in (settings.paths.topics_dir, settings.paths.schemas_dir):
         assert (REPO / folder.name).is_dir()
 
 

@@ -10,10 +10,10 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from app import ledger
-from app.envelope import Envelope
+from app.catalog import Catalog
+from app.core.envelope import Envelope
 from app.rules import Fact, UserState, apply
 from app.rules.model import Streak
-from app.topics import Catalog
 from app.worker.recent_users import RecentUsers
 
 REPO = Path(__file__).resolve().parents[1]

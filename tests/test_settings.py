@@ -8,10 +8,10 @@ from app.settings import Settings
 
 def test_defaults_without_environment() -> None:
     settings = Settings.from_env({})
-    assert settings.producer_port == 8080
-    assert settings.worker_port == 6066
-    assert settings.bootstrap == "127.0.0.1:9092"
-    assert settings.controller_port == 9093
+    assert settings.producer.port == 8080
+    assert settings.worker.port == 6066
+    assert settings.kafka.bootstrap == "127.0.0.1:9092"
+    assert settings.kafka.controller == 9093
 
 
 def test_reads_typed_values_from_sluice_variables() -> None:
@@ -23,17 +23,17 @@ def test_reads_typed_values_from_sluice_variables() -> None:
             "SLUICE_NAMESPACE": "ci-1",
         }
     )
-    assert settings.producer_port == 9000
-    assert settings.publish_timeout_s == 2.5
-    assert settings.topics_dir == Path("/etc/sluice/topics")
-    assert settings.kafka_topic("effects") == "ci-1.effects"
+    assert settings.producer.port == 9000
+    assert settings.producer.publish_timeout_s == 2.5
+    assert settings.paths.topics_dir == Path("/etc/sluice/topics")
+    assert settings.kafka.topic("effects") == "ci-1.effects"
     assert settings.group_id == "ci-1.sluice"
 
 
 def test_kafka_bootstrap_servers_is_honoured_and_sluice_variable_wins() -> None:
-    assert Settings.from_env({"KAFKA_BOOTSTRAP_SERVERS": "k:1"}).bootstrap == "k:1"
+    assert Settings.from_env({"KAFKA_BOOTSTRAP_SERVERS": "k:1"}).kafka.bootstrap == "k:1"
     both = {"KAFKA_BOOTSTRAP_SERVERS": "k:1", "SLUICE_KAFKA_BOOTSTRAP_SERVERS": "s:2"}
-    assert Settings.from_env(both).bootstrap == "s:2"
+    assert Settings.from_env(both).kafka.bootstrap == "s:2"
 
 
 @pytest.mark.parametrize(
@@ -55,7 +55,7 @@ def test_bad_values_name_the_variable(name: str, value: str, reason: str) -> Non
 def test_settings_are_frozen() -> None:
     settings = Settings.from_env({})
     with pytest.raises(AttributeError):
-        settings.producer_port = 1  # type: ignore[misc]
+        settings.producer.port = 1  # type: ignore[misc]
 
 
 def test_env_names_lists_every_field() -> None:

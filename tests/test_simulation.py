@@ -4,9 +4,9 @@ from typing import Any
 
 import pytest
 
+from app.catalog import Catalog
 from app.errors import NotFound, ValidationError
 from app.simulation import simulate
-from app.topics import Catalog
 
 CATALOG = Catalog.load(Path(__file__).resolve().parents[1] / "topics")
 NOW = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)

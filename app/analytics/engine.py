@@ -20,8 +20,8 @@ from app.analytics.aggregate import Aggregate, numeric
 from app.analytics.rows import field_value, group_of, meta_key, row_key
 from app.analytics.spec import TableSpec
 from app.analytics.windows import is_closed, is_expired, window_starts
-from app.envelope import Envelope
-from app.instants import epoch_ms
+from app.core.envelope import Envelope
+from app.core.instants import epoch_ms
 
 NO_TIME = -(1 << 62)
 

@@ -11,7 +11,7 @@ from app.analytics.aggregate import Aggregate
 from app.analytics.rows import GroupKey
 from app.analytics.scan import Partial
 from app.analytics.spec import TableSpec
-from app.instants import from_epoch_ms
+from app.core.instants import from_epoch_ms
 
 
 def to_wire(partials: Iterable[Partial]) -> list[list[Any]]:

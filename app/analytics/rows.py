@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 
 from app.analytics.spec import TableSpec
-from app.envelope import Envelope
+from app.core.envelope import Envelope
 
 SEP = b"\x00"
 # Window rows sort under ROW; a partition's progress record under META. JSON text has no raw

@@ -4,22 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
+from ipaddress import IPv4Address, IPv6Address, ip_address
 
-Network = IPv4Network | IPv6Network
-
-
-def parse_networks(text: str) -> tuple[Network, ...]:
-    """Comma-separated CIDR networks (`127.0.0.0/8,10.1.0.0/16`); ValueError naming the bad one."""
-    networks = []
-    for item in (part.strip() for part in text.split(",")):
-        if not item:
-            continue
-        try:
-            networks.append(ip_network(item, strict=False))
-        except ValueError:
-            raise ValueError(f"{item!r} is not a network (CIDR, e.g. 127.0.0.0/8)") from None
-    return tuple(networks)
+from app.settings import Networks
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,11 +16,7 @@ class Destinations:
     into the private network (server-side request forgery). Only public (global) addresses
     are reachable, plus the networks listed in SLUICE_WEBHOOK_PRIVATE_NETWORKS."""
 
-    allowed: tuple[Network, ...] = ()
-
-    @classmethod
-    def of(cls, text: str) -> Destinations:
-        return cls(parse_networks(text))
+    allowed: Networks = ()
 
     def permits(self, address: str) -> bool:
         ip: IPv4Address | IPv6Address = ip_address(address.split("%", 1)[0])  # drop an IPv6 zone

@@ -12,16 +12,16 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
+from app.avro.schemas import SchemaSet
+from app.core.subscription import Subscription
 from app.delivery.parking import Parking, replay_parked
 from app.delivery.registry import Registry
 from app.delivery.signature import delivery_id
-from app.delivery.subscription import Subscription
 from app.delivery.webhook import Sender, body_of, sending
+from app.deployment import Deployment
 from app.errors import NotFound, SchemaError, Unavailable
-from app.schemas import SchemaSet
+from app.kafka.topology import Topology, ensure_topics
 from app.settings import Settings
-from app.topics import Catalog
-from app.topology import Topology, ensure_topics
 
 log = logging.getLogger(__name__)
 DELIVER_GROUP = "deliver"
@@ -45,19 +45,19 @@ class Dispatcher:
         self._schemas = schemas
         self._registry = registry
         self._sender = sender
-        self._parking = Parking(settings.bootstrap, topology)
+        self._parking = Parking(settings.kafka.bootstrap, topology)
         self._stream_of = {topology.effects: "effects"} | {name: "events" for name in topology.events.values()}
         self._busy: dict[TopicPartition, asyncio.Task[int]] = {}
         # Bounds the receivers' load, and this process's open connections.
         self._in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.bootstrap,
-            group_id=settings.kafka_topic(f"{settings.app_id}-{DELIVER_GROUP}"),
+            bootstrap_servers=settings.kafka.bootstrap,
+            group_id=settings.kafka.topic(f"{settings.worker.app_id}-{DELIVER_GROUP}"),
             enable_auto_commit=False,
             # A new group starts at the oldest record; subscriptions skip what predates them.
             auto_offset_reset="earliest",
-            session_timeout_ms=int(settings.worker_session_timeout_s * 1000),
-            fetch_max_wait_ms=settings.fetch_max_wait_ms,
+            session_timeout_ms=int(settings.worker.session_timeout_s * 1000),
+            fetch_max_wait_ms=settings.kafka.fetch_max_wait_ms,
         )
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -159,19 +159,17 @@ class _Revoked(ConsumerRebalanceListener):  # type: ignore[misc]
 
 
 async def run(settings: Settings) -> int:
-    catalog = Catalog.load(settings.topics_dir)
-    schemas = SchemaSet.load(settings.schemas_dir)
-    topology = Topology.of(settings, catalog)
-    await ensure_topics(settings.bootstrap, topology)
+    deployment = Deployment.load(settings)
+    await ensure_topics(settings.kafka.bootstrap, deployment.topology)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    registry = Registry.of(settings, topology, schemas, catalog)
+    registry = Registry.of(deployment)
     await registry.start()
     try:
-        async with sending(settings) as sender:
-            dispatcher = Dispatcher(settings, topology, schemas, registry, sender)
+        async with sending(settings.delivery) as sender:
+            dispatcher = Dispatcher(settings, deployment.topology, deployment.schemas, registry, sender)
             log.info("delivering to webhooks")
             await dispatcher.run(stop)
     finally:
@@ -182,16 +180,14 @@ async def run(settings: Settings) -> int:
 
 async def replay_command(settings: Settings, tenant: str, name: str) -> int:
     """`sluice replay TENANT NAME`: prints {"replayed", "parked"}; exit 1 if some stay parked."""
-    catalog = Catalog.load(settings.topics_dir)
-    schemas = SchemaSet.load(settings.schemas_dir)
-    topology = Topology.of(settings, catalog)
-    registry = Registry.of(settings, topology, schemas, catalog)
+    deployment = Deployment.load(settings)
+    registry = Registry.of(deployment)
     await registry.start()
     try:
         sub = registry.get(tenant, name)
         if sub is None or sub.url is None:
             raise NotFound(f"tenant {tenant!r} has no webhook subscription {name!r}", field="subscription")
-        result = await replay_parked(settings, topology, sub)
+        result = await replay_parked(deployment, sub)
     finally:
         await registry.stop()
     print(orjson.dumps(result).decode())

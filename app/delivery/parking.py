@@ -6,10 +6,10 @@ import logging
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from app.delivery.subscription import Subscription
+from app.core.subscription import Subscription
 from app.delivery.webhook import DELIVERY_HEADER, Sender, sending
-from app.settings import Settings
-from app.topology import Topology, ensure_topic
+from app.deployment import Deployment
+from app.kafka.topology import Topology, ensure_topic
 
 log = logging.getLogger(__name__)
 REASON_HEADER = "sluice-reason"
@@ -85,8 +85,9 @@ async def replay(
         await consumer.stop()
 
 
-async def replay_parked(settings: Settings, topology: Topology, sub: Subscription) -> dict[str, int]:
+async def replay_parked(deployment: Deployment, sub: Subscription) -> dict[str, int]:
     """`sluice replay` and POST /subscriptions/{name}/replay: one replay with the deployment's settings."""
-    async with sending(settings) as sender:
-        group = settings.kafka_topic(f"{settings.app_id}-replay")
-        return await replay(settings.bootstrap, topology, group, sub, sender)
+    settings = deployment.settings
+    async with sending(settings.delivery) as sender:
+        group = settings.kafka.topic(f"{settings.worker.app_id}-replay")
+        return await replay(settings.kafka.bootstrap, deployment.topology, group, sub, sender)

@@ -10,10 +10,10 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from app.avro.schemas import SchemaSet
 from app.delivery import cursor
 from app.delivery.payload import dumps, record_json
 from app.errors import SchemaError, Unavailable
-from app.schemas import SchemaSet
 
 
 @dataclass(slots=True)

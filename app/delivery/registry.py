@@ -12,13 +12,12 @@ from collections.abc import Iterable
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from app import tasks
-from app.delivery.subscription import Subscription
+from app.avro.schemas import Schema
+from app.core.subscription import Subscription
+from app.deployment import Deployment
 from app.errors import Conflict, NotFound, SchemaError, Unavailable
-from app.schemas import Schema, SchemaSet
-from app.settings import Settings
-from app.topics import Catalog
-from app.topology import Topology, ensure_topic
+from app.kafka.topology import ensure_topic
+from app.runtime import tasks
 
 log = logging.getLogger(__name__)
 
@@ -48,13 +47,13 @@ class Registry:
         self._reader: asyncio.Task[None] | None = None
 
     @classmethod
-    def of(cls, settings: Settings, topology: Topology, schemas: SchemaSet, catalog: Catalog) -> Registry:
+    def of(cls, deployment: Deployment) -> Registry:
         return cls(
-            settings.bootstrap,
-            topology.subscriptions,
-            schemas["subscription"],
-            catalog.subscriptions,
-            settings.replication_factor,
+            deployment.settings.kafka.bootstrap,
+            deployment.topology.subscriptions,
+            deployment.schemas["subscription"],
+            deployment.catalog.subscriptions,
+            deployment.topology.replication_factor,
         )
 
     async def start(self) -> None:

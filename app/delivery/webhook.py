@@ -18,12 +18,12 @@ import aiohttp
 from aiohttp.abc import AbstractResolver
 from aiohttp.resolver import ThreadedResolver
 
+from app.core.subscription import Subscription
 from app.delivery.backoff import Backoff
 from app.delivery.destination import Destinations, literal
 from app.delivery.payload import dumps, record_json
 from app.delivery.signature import HEADER, delivery_id, sign
-from app.delivery.subscription import Subscription
-from app.settings import Settings
+from app.settings import DeliverySettings
 
 DELIVERY_HEADER = "Sluice-Delivery-Id"
 
@@ -44,13 +44,13 @@ def body_of(sub: Subscription, topic: str, partition: int, offset: int, record: 
 
 
 @asynccontextmanager
-async def sending(settings: Settings) -> AsyncIterator[Sender]:
+async def sending(settings: DeliverySettings) -> AsyncIterator[Sender]:
     """A Sender with the deployment's retry settings, that reaches only the destinations it permits."""
-    destinations = Destinations.of(settings.webhook_private_networks)
+    destinations = Destinations(settings.private_networks)
     connector = aiohttp.TCPConnector(resolver=GuardedResolver(destinations))
     async with aiohttp.ClientSession(connector=connector) as session:
-        backoff = Backoff(settings.webhook_backoff_base_s, settings.webhook_backoff_max_s, settings.webhook_retry_s)
-        yield Sender(session, backoff, settings.webhook_timeout_s, destinations=destinations)
+        backoff = Backoff(settings.backoff_base_s, settings.backoff_max_s, settings.retry_s)
+        yield Sender(session, backoff, settings.timeout_s, destinations=destinations)
 
 
 class GuardedResolver(AbstractResolver):

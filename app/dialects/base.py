@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from app.envelope import Envelope
+from app.core.envelope import Envelope
 from app.errors import RequestError
 
 

@@ -11,9 +11,9 @@ from urllib.parse import unquote
 
 import orjson
 
+from app.core.envelope import Envelope
+from app.core.fields import identifier, json_type, require_object, timestamp
 from app.dialects.base import Dialect, Parsed, Rejection, Request
-from app.dialects.fields import identifier, json_type, require_object, timestamp
-from app.envelope import Envelope
 from app.errors import MalformedBody, RequestError, UnsupportedMediaType, ValidationError
 
 NAME = "cloudevents"

@@ -7,9 +7,9 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
+from app.core.envelope import Envelope, new_event_id
+from app.core.fields import batch, identifier, optional_object, require_object, timestamp
 from app.dialects.base import Dialect, Parsed, Request
-from app.dialects.fields import batch, identifier, optional_object, require_object, timestamp
-from app.envelope import Envelope, new_event_id
 from app.errors import ValidationError
 
 NAME = "gamification"

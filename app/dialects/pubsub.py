@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from app.core.envelope import Envelope, new_event_id
+from app.core.fields import identifier, optional_object, optional_string, require_object, timestamp
 from app.dialects.base import Dialect, Parsed, Request
-from app.dialects.fields import identifier, optional_object, optional_string, require_object, timestamp
-from app.envelope import Envelope, new_event_id
 from app.errors import ValidationError
 
 NAME = "pubsub"

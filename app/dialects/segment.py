@@ -7,9 +7,9 @@ from typing import Any
 
 import orjson
 
+from app.core.envelope import Envelope
+from app.core.fields import batch, identifier, optional_string, require_object, text, timestamp
 from app.dialects.base import Dialect, Parsed, Request, each
-from app.dialects.fields import batch, identifier, optional_string, require_object, text, timestamp
-from app.envelope import Envelope
 from app.errors import RequestError, ValidationError
 
 NAME = "segment"

@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from app.core.envelope import Envelope
+from app.core.fields import batch, identifier, require_object, text, timestamp
 from app.dialects.base import Dialect, Parsed, Rejection, Request, each
-from app.dialects.fields import batch, identifier, require_object, text, timestamp
-from app.envelope import Envelope
 from app.errors import ValidationError
 
 NAME = "usage"

@@ -8,13 +8,13 @@ import logging
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from app import tasks
-from app.command import Command, split_key
-from app.envelope import utcnow
+from app.avro.schemas import Schema
+from app.core.envelope import utcnow
 from app.errors import SchemaError, Unavailable, ValidationError
-from app.schedule import Pending
-from app.schemas import Schema
-from app.wait_group import Definition, Instance
+from app.runtime import tasks
+from app.scheduling.command import Command, split_key
+from app.scheduling.send_at import Pending
+from app.scheduling.wait_group import Definition, Instance
 
 log = logging.getLogger(__name__)
 

@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from types import TracebackType
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
-from aiokafka.partitioner import murmur2
 from aiokafka.structs import RecordMetadata
 
-from app.batches import MAX_BATCH_BYTES, send_batches
-from app.dead_letter import DeadLetter
+from app.avro.schemas import Schema
+from app.core.dead_letter import DeadLetter
 from app.errors import Unavailable
-from app.schemas import Schema
+from app.kafka.batches import MAX_BATCH_BYTES, partition_of, send_batches
 
 log = logging.getLogger(__name__)
 
@@ -154,13 +152,3 @@ def _settle(waiting: list[tuple[list[Record], asyncio.Future[None]]], error: Bas
             done.set_result(None)
         else:
             done.set_exception(error)
-
-
-@functools.lru_cache(maxsize=65536)
-def partition_of(key: bytes, partitions: int) -> int:
-    """Kafka's default partitioner for keyed records (murmur2, as Java and aiokafka compute it).
-
-    Cached: the same users send again and again, and murmur2 is pure Python.
-    """
-    hashed: int = murmur2(key)
-    return (hashed & 0x7FFFFFFF) % partitions

@@ -12,9 +12,9 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from app import tasks
+from app.avro.schemas import SchemaSet
 from app.errors import SchemaError, Unavailable
-from app.schemas import SchemaSet
+from app.runtime import tasks
 
 log = logging.getLogger(__name__)
 

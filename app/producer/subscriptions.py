@@ -12,25 +12,16 @@ from aiohttp import web
 from aiokafka.errors import KafkaError
 from orjson import Fragment
 
+from app.core.subscription import Filter, Subscription, parse_subscription
+from app.core.tenants import Principal
 from app.delivery import cursor
 from app.delivery.destination import Destinations, literal
 from app.delivery.parking import replay_parked
 from app.delivery.reader import DecodedCache, StreamReader
 from app.delivery.registry import Registry
 from app.delivery.signature import new_secret
-from app.delivery.subscription import Filter, Subscription, parse_subscription
-from app.errors import Forbidden, NotFound, RequestError, Unavailable, ValidationError
-from app.producer.server import (
-    CONTEXT,
-    Context,
-    Handler,
-    authenticate,
-    error_response,
-    json_response,
-    parse_json,
-    read_body,
-)
-from app.tenants import Principal
+from app.errors import Forbidden, NotFound, Unavailable, ValidationError
+from app.producer.http import CONTEXT, Context, authenticate, json_response, not_kept, read_json
 
 STREAMS = web.AppKey("sse_streams", set[asyncio.Task[object]])
 DECODED = web.AppKey("decoded", DecodedCache)
@@ -53,21 +44,8 @@ def add_routes(app: web.Application) -> None:
         ("POST", "/subscriptions/{name}/replay", replay),
         ("GET", "/effects/stream", effects_stream),
     ):
-        app.router.add_route(method, path, _not_kept(handler))
+        app.router.add_route(method, path, not_kept(handler))
     app.on_shutdown.append(_end_streams)
-
-
-def _not_kept(handler: Handler) -> Handler:
-    """Answer refusals here: the middleware would keep them on the dead-letter topic, which is for events."""
-
-    async def handle(request: web.Request) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        except RequestError as exc:
-            challenge = {"WWW-Authenticate": 'Bearer realm="sluice"'} if exc.status == 401 else None
-            return error_response(exc.status, exc, challenge)
-
-    return handle
 
 
 def _registry(context: Context) -> Registry:
@@ -111,7 +89,7 @@ async def _find(context: Context, principal: Principal, name: str) -> Subscripti
 async def create(request: web.Request) -> web.Response:
     context = request.app[CONTEXT]
     principal = authenticate(request)
-    body = parse_json(request, await read_body(request, context.settings.max_body_bytes))
+    body = await read_json(request)
     sub = parse_subscription(body, tenant=principal.tenant, topics=frozenset(context.catalog), secret=new_secret())
     _check_topic(principal, sub.topic)
     if sub.url is not None:
@@ -126,7 +104,7 @@ async def create(request: web.Request) -> web.Response:
 async def _check_destination(context: Context, url: str) -> None:
     # Refused now, with the field, rather than parked after an hour of retries. The dispatcher
     # checks again at every connection: what a name resolves to can change.
-    destinations = Destinations.of(context.settings.webhook_private_networks)
+    destinations = Destinations(context.settings.delivery.private_networks)
     parts = urlsplit(url)
     host = parts.hostname or ""
     addresses = [host]
@@ -172,7 +150,7 @@ async def replay(request: web.Request) -> web.Response:
     sub = await _find(context, principal, request.match_info["name"])
     if sub.url is None:
         raise ValidationError("not a webhook subscription: nothing is ever parked", field="name", code="not_a_webhook")
-    return json_response(200, await replay_parked(context.settings, context.topology, sub))
+    return json_response(200, await replay_parked(context.deployment, sub))
 
 
 async def stream(request: web.Request) -> web.StreamResponse:
@@ -213,12 +191,12 @@ def _reader(request: web.Request, sub: Subscription) -> StreamReader:
     context = request.app[CONTEXT]
     topic = _kafka_topic(context, sub)
     return StreamReader(
-        context.settings.bootstrap,
+        context.settings.kafka.bootstrap,
         topic,
         sub.stream,
         context.topology.partitions,
         request.app[DECODED],
-        fetch_max_wait_ms=context.settings.fetch_max_wait_ms,
+        fetch_max_wait_ms=context.settings.kafka.fetch_max_wait_ms,
     )
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -23,11 +22,10 @@ from aiohttp import web
 
 from app.analytics import results
 from app.analytics.spec import TableSpec
-from app.envelope import utcnow
+from app.core.envelope import utcnow
+from app.core.instants import epoch_ms
 from app.errors import NotFound, RequestError, SluiceError, Unavailable, ValidationError
-from app.instants import epoch_ms
-from app.settings import Settings
-from app.tenants import Principal
+from app.producer.http import CONTEXT, authenticate
 
 FOREVER_MS = 1 << 62
 MAX_TOP = 1000
@@ -36,10 +34,10 @@ MAX_TOP = 1000
 class Workers:
     """Scatter a query to the workers holding the table's partitions and gather their partials."""
 
-    def __init__(self, settings: Settings) -> None:
-        self._seeds = settings.worker_urls
-        self._partitions = settings.partitions
-        self._timeout_s = settings.analytics_query_timeout_s
+    def __init__(self, seeds: list[str], partitions: int, timeout_s: float) -> None:
+        self._seeds = seeds
+        self._partitions = partitions
+        self._timeout_s = timeout_s
         self._session: aiohttp.ClientSession | None = None
         self._owners: dict[int, str] = {}  # partition -> worker URL, from the last cluster map
 
@@ -118,12 +116,10 @@ class Workers:
 WORKERS = web.AppKey("analytics_workers", Workers)
 
 
-def add_routes(
-    app: web.Application, settings: Settings, tables: dict[str, TableSpec], authenticate: Authenticate
-) -> None:
-    app[WORKERS] = Workers(settings)
-    app[TABLES] = tables
-    app[AUTHENTICATE] = authenticate
+def add_routes(app: web.Application) -> None:
+    context = app[CONTEXT]
+    settings = context.settings
+    app[WORKERS] = Workers(settings.worker_urls, settings.kafka.partitions, settings.analytics.query_timeout_s)
 
     async def close(app: web.Application) -> None:
         await app[WORKERS].close()
@@ -134,15 +130,10 @@ def add_routes(
     app.router.add_get("/tables/{name}/top", table_top)
 
 
-TABLES = web.AppKey("analytics_tables", dict[str, TableSpec])
-Authenticate = Callable[[web.Request], Principal]
-AUTHENTICATE: web.AppKey[Authenticate] = web.AppKey("analytics_authenticate")
-
-
 def _tables_of(request: web.Request) -> tuple[str, list[TableSpec]]:
     """The caller's tenant and the tables of the topics its key may use."""
-    principal = request.app[AUTHENTICATE](request)
-    tables = request.app[TABLES]
+    principal = authenticate(request)
+    tables = request.app[CONTEXT].catalog.tables()
     allowed = [t for t in tables.values() if principal.topics is None or t.topic in principal.topics]
     return principal.tenant, allowed
 

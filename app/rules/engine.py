@@ -8,7 +8,7 @@ from dataclasses import replace
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from app.instants import epoch_ms
+from app.core.instants import epoch_ms
 from app.rules.model import (
     COINS,
     AddPoints,

@@ -5,25 +5,25 @@ from __future__ import annotations
 import logging
 from contextlib import aclosing
 from itertools import chain
-from typing import Any, cast
+from typing import cast
 
 import faust
 import rocksdict
 from faust.types import TP, Message, StoreT
 
 from app import ledger
-from app.dead_letter import DeadLetter
-from app.envelope import Envelope, utcnow
+from app.avro.schemas import SchemaSet
+from app.core.dead_letter import DeadLetter
+from app.core.envelope import Envelope, utcnow
 from app.errors import SchemaError, SluiceError
-from app.schemas import SchemaSet
+from app.kafka.topology import Topology
 from app.settings import Settings
-from app.topology import Topology
-from app.worker import intake
-from app.worker.analytics import Windows
+from app.worker import faust_compat, intake
 from app.worker.outbox import Outbox
 from app.worker.recent_users import RecentUsers
 from app.worker.rulebook import Rulebook
 from app.worker.sweep import Sweep
+from app.worker.tables import Windows
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def register(
         options={"driver": "rocksdict"},
     )
     sweep = Sweep()
-    recent = RecentUsers(settings.worker_cached_users)
+    recent = RecentUsers(settings.worker.cached_users)
     event_schema, effect_schema = schemas["event"], schemas["effect"]
     dead_letter_schema = schemas["dead_letter"]
 
@@ -63,8 +63,8 @@ def register(
     @app.agent(events, concurrency=1, name="rules")
     async def apply_rules(stream: faust.StreamT[bytes]) -> None:
         async with (
-            Outbox(settings.bootstrap, timeout_s=settings.publish_timeout_s) as outbox,
-            intake.Intake(app, settings, events) as records,
+            Outbox(settings.kafka.bootstrap, timeout_s=settings.producer.publish_timeout_s) as outbox,
+            intake.Intake(app, intake.IntakeConfig.of(settings), events) as records,
             aclosing(records.batches(stream)) as batches,
         ):
             async for batch in batches:
@@ -96,12 +96,10 @@ def register(
 
     def apply_partition(messages: list[Message], outbox: Outbox) -> None:
         partition = messages[0].partition
-        # The partition's rocksdict itself (faust has no public handle): faust's store layers
-        # cost a tenth of the agent's time, and the changelog is the outbox's, not faust's.
-        db = cast(Any, table.data)._db_for_partition(partition)
+        db = faust_compat.partition_db(table, partition)
         now = utcnow()
         batch = ledger.Batch(
-            db.get, now=now, dedupe_window_s=settings.dedupe_window_s, known=recent.of(messages[0].generation_id)
+            db.get, now=now, dedupe_window_s=settings.worker.dedupe_window_s, known=recent.of(messages[0].generation_id)
         )
         for message in messages:
             value = cast(bytes, message.value)  # raw values (intake.RAW)
@@ -137,7 +135,9 @@ def register(
         writes = rocksdict.WriteBatch(raw_mode=True)
         # Twice the batch: the sweep goes round faster than entries are added (app/worker/sweep.py).
         # Its deletes come first, so an expired entry this batch writes afresh is kept.
-        doomed = sweep.step(partition, db, budget=2 * len(messages), now=now, dedupe_window_s=settings.dedupe_window_s)
+        doomed = sweep.step(
+            partition, db, budget=2 * len(messages), now=now, dedupe_window_s=settings.worker.dedupe_window_s
+        )
         for key in doomed:
             writes.delete(key)
             outbox.add(changelog, partition, key, None)  # a tombstone: compaction frees it in Kafka too

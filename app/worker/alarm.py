@@ -10,9 +10,9 @@ from typing import Any, cast
 
 import faust
 
-from app.schedule import Timetable
+from app.scheduling.send_at import Timetable
 from app.settings import Settings
-from app.worker import intake
+from app.worker import faust_compat, intake
 from app.worker.outbox import Outbox
 
 log = logging.getLogger(__name__)
@@ -24,7 +24,10 @@ Due = list[tuple[int, bytes, bytes]]  # (partition, key, value)
 
 
 def keyed_state(app: faust.App, topic: str, table: str, partitions: int) -> tuple[Any, Any]:
-    """A topic of raw records and a RocksDB table of raw values, co-partitioned with it (pitfall 3)."""
+    """A topic of raw records and a RocksDB table of raw values, co-partitioned with it.
+
+    faust writes a table to the partition of the event being processed, so the two must match.
+    """
     source = intake.source(app, topic, partitions=partitions)
     state = app.Table(
         table,
@@ -62,7 +65,7 @@ class Alarm:
         """Every tick, hand what is due to `act`, with an idempotent producer; on failure, retry it later."""
 
         async def loop() -> None:
-            async with Outbox(settings.bootstrap, timeout_s=settings.publish_timeout_s) as outbox:
+            async with Outbox(settings.kafka.bootstrap, timeout_s=settings.producer.publish_timeout_s) as outbox:
                 while True:
                     await asyncio.sleep(TICK_S)
                     due = self.due(int(time.time() * 1000))
@@ -113,4 +116,4 @@ class Alarm:
         self._scanned = active
 
     def _db(self, partition: int) -> Any:
-        return self._table.data._db_for_partition(partition)  # the partition's rocksdict; faust has no public handle
+        return faust_compat.partition_db(self._table, partition)

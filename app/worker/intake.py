@@ -7,19 +7,19 @@ import functools
 import io
 import logging
 import time
-import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from contextlib import aclosing
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeVar, cast
 
 import faust
 from aiokafka.errors import KafkaError
-from faust.streams import _current_event
 from faust.types import TP, EventT, Message
 
 from app.settings import Settings
-from app.worker import transport
+from app.worker import faust_compat
+from app.worker.inbox import Inbox
 from app.worker.offsets import CommittedOffsets
 from app.worker.probe import Probe
 from app.worker.progress import Admission, Progress
@@ -40,6 +40,28 @@ def source(app: faust.App, *topics: str, partitions: int) -> faust.TopicT:
     return app.topic(*topics, partitions=partitions, acks=False, **RAW)
 
 
+@dataclass(frozen=True, slots=True)
+class IntakeConfig:
+    """What an Intake needs of the settings: where to commit, and how to batch."""
+
+    bootstrap: str
+    group_id: str
+    batch_size: int
+    batch_wait_s: float
+    commit_interval_s: float
+
+    @classmethod
+    def of(cls, settings: Settings) -> IntakeConfig:
+        worker = settings.worker
+        return cls(
+            settings.kafka.bootstrap,
+            settings.group_id,
+            worker.batch_size,
+            worker.batch_wait_s,
+            worker.commit_interval_s,
+        )
+
+
 class Intake:
     """Batches of one agent's records, each partition strictly in offset order, and its commits.
 
@@ -54,10 +76,10 @@ class Intake:
     offset per partition, and the Intake's commits are the only ones for its topics.
     """
 
-    def __init__(self, app: faust.App, settings: Settings, source: faust.TopicT) -> None:
+    def __init__(self, app: faust.App, config: IntakeConfig, source: faust.TopicT) -> None:
         self._app = app
         self._topics = frozenset(source.topics)
-        self._settings = settings
+        self._config = config
         self._progress = Progress()
         self._generation: int | None = None
         self._uncommitted: set[TP] = set()
@@ -70,21 +92,21 @@ class Intake:
         self._probe: Probe | None = None
         self._seeking: asyncio.Task[None] | None = None
         # Records under the inbox's capacity are fetched ahead while a batch is applied.
-        self._inbox = transport.Inbox(capacity=max(4 * settings.worker_batch_size, 4096))
+        self._inbox = Inbox(capacity=max(4 * config.batch_size, 4096))
         app.on_partitions_revoked.connect(cast(Any, self._finish_the_batch))  # faust types receivers narrowly
 
     async def __aenter__(self) -> Intake:
-        self._committed = await CommittedOffsets(self._settings.bootstrap, self._settings.group_id).__aenter__()
-        self._probe = await Probe(self._settings.bootstrap).__aenter__()
+        self._committed = await CommittedOffsets(self._config.bootstrap, self._config.group_id).__aenter__()
+        self._probe = await Probe(self._config.bootstrap).__aenter__()
         self._progress.reset()
-        transport.route(self._app, self._topics, self._inbox)
+        faust_compat.route(self._app, self._topics, self._inbox)
         self._seeking = asyncio.create_task(self._every_second())
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        transport.route(self._app, self._topics, None)
+        faust_compat.route(self._app, self._topics, None)
         self._inbox.close()
         if self._seeking is not None:
             self._seeking.cancel()
@@ -98,7 +120,7 @@ class Intake:
         for Kafka's acks) before it asks for the next batch, which is when offsets are committed.
 
         `stream` is the agent's: iterating its channel subscribes the worker to the topics. The
-        records themselves come by the Intake's inbox, not by the stream (app/worker/transport.py).
+        records themselves come by the Intake's inbox, not by the stream (app/worker/faust_compat.py).
         """
         aiter(stream.channel)  # the subscription (faust adds a topic to its conductor so)
         async for records in self._take():
@@ -109,13 +131,13 @@ class Intake:
                     continue
                 yield admitted
                 self._uncommitted.update(message.tp for message in admitted)
-                if time.monotonic() - self._committed_at >= self._settings.worker_commit_interval_s:
+                if time.monotonic() - self._committed_at >= self._config.commit_interval_s:
                     await self._commit()
 
     async def _take(self) -> AsyncGenerator[list[Message], None]:
         # As many as are there: a batch is whatever came while the last one was applied (more
         # under load, one at a time when quiet), topped up for `worker_batch_wait_s`.
-        inbox, most, wait = self._inbox, self._settings.worker_batch_size, self._settings.worker_batch_wait_s
+        inbox, most, wait = self._inbox, self._config.batch_size, self._config.batch_wait_s
         while True:
             records = await inbox.take(most)
             if wait > 0 and len(records) < most:
@@ -131,13 +153,13 @@ class Intake:
             async for batch in batches:
                 for message in batch:
                     event = self._app.create_event(message.key, message.value, message.headers, message)
-                    _current_event.set(weakref.ref(event))
+                    faust_compat.set_current_event(event)
                     yield event
                 await self._app.producer.flush()
 
     async def _finish_the_batch(self, sender: Any, *args: Any, **kwargs: Any) -> None:
         # Partitions are given away only after the batch in flight is written: else the new
-        # owner recovers a changelog the old one still writes to (seed 1487835131).
+        # owner recovers a changelog the old one still writes to, and applies on stale state.
         async with self._lock:
             await self._commit_finished()
 
@@ -164,7 +186,7 @@ class Intake:
 
         Each ask waits for a worker of faust's consumer thread, which its fetches keep busy: a
         partition at a time, the timer held the batch lock about 0.1 s a partition, 1.8 s after
-        start-up with twenty partitions, which every batch waited for (issue 4's bench).
+        start-up with twenty partitions, which every batch waited for.
         """
         new = [tp for tp in partitions if not self._progress.knows(tp)]
         if not new:
@@ -204,7 +226,7 @@ class Intake:
             return
         offset = await self._past_empty_offsets(tp, offset)
         try:
-            # Made in the consumer's thread (transport._Consumer._seek).
+            # Made in the consumer's thread (faust_compat._Consumer._seek).
             await asyncio.wait_for(self._app.consumer.seek(tp, offset), timeout=ASK_TIMEOUT_S)
         except (KafkaError, TimeoutError) as exc:  # the timer seeks again while the hole stays open
             log.warning("seeking %s[%d] to %d failed: %r", *tp, offset, exc)
@@ -262,10 +284,7 @@ class Intake:
             try:
                 await self._seek_back()
                 await self._seek_stuck()
-                if (
-                    self._uncommitted
-                    and time.monotonic() - self._committed_at >= self._settings.worker_commit_interval_s
-                ):
+                if self._uncommitted and time.monotonic() - self._committed_at >= self._config.commit_interval_s:
                     await self._commit()
             except Exception:  # this timer is what gets a stalled partition going: it must not die
                 log.exception("the intake's timer failed; it runs again in a second")
@@ -323,7 +342,7 @@ class Intake:
                     fetched.get(where),
                     ends.get(where),
                     "on" if consumer.flow_active else "off",
-                    tp in consumer._paused_partitions,
+                    faust_compat.is_paused(consumer, tp),
                 )
             await self._seek(tp, offset, resume=True)
 
@@ -349,10 +368,10 @@ class Intake:
             return
         # faust's consumer holds the group membership, so its commit is the group's. Not waited
         # for: the batch loop waited a coordinator round trip every second, 18 to 95 ms at
-        # 1,000 events/s, and every event behind it waited too (issue 4's p99). The offsets are
+        # 1,000 events/s, and every event behind it waited too. The offsets are
         # of batches already written, so nothing is committed ahead of its effects.
         self._said_slow = False
-        self._committing = asyncio.ensure_future(cast(Any, self._app.consumer)._commit(offsets))
+        self._committing = asyncio.ensure_future(faust_compat.commit(self._app.consumer, offsets))
         self._committing.add_done_callback(functools.partial(self._after_commit, offsets, self._generation))
 
     def _after_commit(self, offsets: dict[TP, int], generation: int | None, done: asyncio.Future[Any]) -> None:

@@ -8,7 +8,7 @@ from types import TracebackType
 from aiokafka import AIOKafkaProducer
 from aiokafka.structs import RecordMetadata
 
-from app.batches import MAX_BATCH_BYTES, send_batches
+from app.kafka.batches import MAX_BATCH_BYTES, send_batches
 
 
 class Outbox:

@@ -18,8 +18,8 @@ class Progress:
     """Per source partition, the next offset to apply; every record before it has been applied.
 
     faust-streaming drops records its stream receives while flow control is paused around a
-    rebalance or recovery, and nothing fetches them again (seen in issue 4: 143 records of one
-    partition gone between two batches). Applying what comes after such a hole would reorder a
+    rebalance or recovery, and nothing fetches them again (a hundred records of a partition can
+    go between two batches). Applying what comes after such a hole would reorder a
     user's events, and committing past it would lose them, so the worker applies only the next
     offset, drops the rest and seeks back to the hole. Offsets can also hold no record at all (a
     transactional producer's markers, records compacted away): when the broker shows the first
@@ -82,8 +82,8 @@ class Progress:
         Something is beyond it when the consumer has fetched past it (`fetched`: its positions) or
         the log goes on past it (`ends`: the partitions' end offsets). faust also drops the last
         records of a partition, and when nothing is produced after them no later record shows the
-        hole (seen in issue 4: a SIGKILLed worker's successor waited forever at offset 88 of two
-        partitions). And once, after a rebalance, two workers fetched nothing at all for a minute
+        hole (a SIGKILLed worker's successor would wait forever at such an offset). And once,
+        after a rebalance, two workers fetched nothing at all for a minute
         while their partitions had records waiting. A seek that was not needed costs a refetch;
         the records come again as OLD.
         """

@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from app.catalog import Catalog, TopicSpec
 from app.errors import ConfigError
-from app.topics import Catalog, TopicSpec
 
 log = logging.getLogger(__name__)
 

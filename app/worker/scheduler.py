@@ -7,23 +7,24 @@ from typing import cast
 
 import faust
 
-from app.command import Command, decoded
-from app.envelope import Envelope
-from app.instants import epoch_ms
-from app.schedule import DELIVERED, SCHEDULE, ends
-from app.schemas import SchemaSet
+from app.avro.schemas import SchemaSet
+from app.core.envelope import Envelope
+from app.core.instants import epoch_ms
+from app.kafka.topology import Topology
+from app.scheduling.command import Command, decoded
+from app.scheduling.send_at import DELIVERED, SCHEDULE, ends
 from app.settings import Settings
-from app.topology import Topology
 from app.worker import intake
 from app.worker.alarm import Alarm, Due, keyed_state
-from app.worker.delivery import Delivery
+from app.worker.emitter import Delivery
 from app.worker.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
 
 def register(app: faust.App, settings: Settings, schemas: SchemaSet, topology: Topology) -> None:
-    # One value per scheduled event (pitfall 2): the schedule command as it came, keyed like the topic.
+    # One value per scheduled event (the changelog is not atomic with the commit): the schedule
+    # command as it came, keyed like the topic.
     source, table = keyed_state(app, topology.scheduled, "scheduled", topology.partitions)
     command_schema = schemas["command"]
 
@@ -34,10 +35,11 @@ def register(app: faust.App, settings: Settings, schemas: SchemaSet, topology: T
     alarm = Alarm(app, topology.scheduled, table, due_of)
     delivery = Delivery.of(topology, schemas)
 
-    # Concurrency 1: the table is state (pitfall 1); commands of one key apply in their order.
+    # Concurrency 1: faust may commit past an event still in flight at higher concurrency
+    # (https://github.com/faust-streaming/faust/issues/606); commands of one key apply in their order.
     @app.agent(source, concurrency=1, name="scheduler")
     async def keep(stream: faust.StreamT[bytes]) -> None:
-        async with intake.Intake(app, settings, source) as records:
+        async with intake.Intake(app, intake.IntakeConfig.of(settings), source) as records:
             async for event in records.events(stream):
                 key = cast(bytes, event.key)  # raw keys (intake.RAW)
                 command = decoded(command_schema, event.value, topology.scheduled)

@@ -9,17 +9,17 @@ from typing import cast
 import faust
 import orjson
 
-from app.command import Command, decoded
-from app.envelope import utcnow
-from app.instants import epoch_ms
-from app.schedule import ARRIVED
-from app.schemas import SchemaSet
+from app.avro.schemas import SchemaSet
+from app.core.envelope import utcnow
+from app.core.instants import epoch_ms
+from app.kafka.topology import Topology
+from app.scheduling.command import Command, decoded
+from app.scheduling.send_at import ARRIVED
+from app.scheduling.wait_group import Instance
 from app.settings import Settings
-from app.topology import Topology
-from app.wait_group import Instance
 from app.worker import intake
 from app.worker.alarm import Alarm, Due, keyed_state
-from app.worker.delivery import Delivery
+from app.worker.emitter import Delivery
 from app.worker.outbox import Outbox
 
 log = logging.getLogger(__name__)
@@ -28,11 +28,12 @@ INSTANCE, TICK = "instance", "tick"
 
 
 def register(app: faust.App, settings: Settings, schemas: SchemaSet, topology: Topology) -> None:
-    # One value per instance (pitfall 2): definition, arrivals and status together.
+    # One value per instance, as a redelivered record must find all of its writes or none (the
+    # changelog is not atomic with the commit): definition, arrivals and status together.
     source, table = keyed_state(app, topology.wait_group_events, "wait_groups", topology.partitions)
     command_schema = schemas["command"]
 
-    retention_s = settings.wait_group_retention_s
+    retention_s = settings.scheduling.wait_group_retention_s
 
     def due_of(value: bytes) -> int | None:
         return epoch_ms(Instance.from_dict(orjson.loads(value)).due(retention_s))
@@ -45,8 +46,8 @@ def register(app: faust.App, settings: Settings, schemas: SchemaSet, topology: T
     @app.agent(source, concurrency=1, name="wait_groups")
     async def count(stream: faust.StreamT[bytes]) -> None:
         async with (
-            Outbox(settings.bootstrap, timeout_s=settings.publish_timeout_s) as outbox,
-            intake.Intake(app, settings, source) as records,
+            Outbox(settings.kafka.bootstrap, timeout_s=settings.producer.publish_timeout_s) as outbox,
+            intake.Intake(app, intake.IntakeConfig.of(settings), source) as records,
         ):
             async for event in records.events(stream):
                 key = cast(bytes, event.key)  # raw keys (intake.RAW)

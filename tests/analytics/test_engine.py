@@ -12,8 +12,8 @@ from app.analytics.engine import Batch, Progress, decode_row
 from app.analytics.rows import meta_key, parse_row_key
 from app.analytics.spec import TableSpec, WindowSpec
 from app.analytics.windows import window_starts
-from app.envelope import Envelope
-from app.instants import EPOCH
+from app.core.envelope import Envelope
+from app.core.instants import EPOCH
 from tests.support.windows import event, reference
 
 NOW_MS = 10_000_000

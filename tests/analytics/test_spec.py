@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from app.catalog import Catalog, load_topic
 from app.errors import ConfigError
-from app.topics import Catalog, load_topic
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -15,8 +15,8 @@ import aiohttp
 import pytest
 
 from app.analytics.spec import parse_tables
-from app.envelope import Envelope
-from app.instants import epoch_ms
+from app.core.envelope import Envelope
+from app.core.instants import epoch_ms
 from tests.support.stack import SluiceProcess, Stack, free_port, read_raw_until, read_until
 from tests.support.windows import Windows, event, reference
 

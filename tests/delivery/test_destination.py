@@ -6,7 +6,8 @@ import re
 
 import pytest
 
-from app.delivery.destination import Destinations, literal, parse_networks
+from app.delivery.destination import Destinations, literal
+from app.settings import parse_networks
 
 
 @pytest.mark.parametrize(
@@ -35,7 +36,7 @@ def test_public_addresses_are_permitted(address: str) -> None:
 
 
 def test_listed_networks_are_permitted_and_nothing_else() -> None:
-    allowed = Destinations.of("127.0.0.0/8, 10.1.0.0/16")
+    allowed = Destinations(parse_networks("127.0.0.0/8, 10.1.0.0/16"))
     assert allowed.permits("127.0.0.1") and allowed.permits("10.1.200.3")
     assert not allowed.permits("10.2.0.1") and not allowed.permits("169.254.169.254")
 

@@ -12,8 +12,8 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from app.envelope import user_key
-from app.topology import ensure_topic
+from app.core.envelope import user_key
+from app.kafka.topology import ensure_topic
 from tests.support.stack import REPO, SCHEMAS, new_namespace
 
 pytestmark = pytest.mark.integration

@@ -14,10 +14,10 @@ import orjson
 import pytest
 from aiohttp import web
 
+from app.core.tenants import hash_key
 from app.delivery import cursor
 from app.delivery.signature import HEADER, verify
 from app.delivery.webhook import DELIVERY_HEADER
-from app.tenants import hash_key
 from tests.support.sse import SseEvent, open_stream
 from tests.support.stack import Stack, free_port, read_raw_until, read_until
 

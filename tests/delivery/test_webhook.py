@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import pytest
 from aiohttp import web
 
-from app.delivery.subscription import Subscription
+from app.core.subscription import Subscription
 from app.delivery.webhook import sending
 from app.settings import Settings
 from tests.support.http import local_server
@@ -35,7 +35,7 @@ async def test_a_private_destination_is_refused_without_a_connection(
     receiver: tuple[int, list[bytes]], host: str
 ) -> None:
     port, got = receiver
-    async with sending(Settings(webhook_timeout_s=2)) as sender:
+    async with sending(Settings.from_env({"SLUICE_WEBHOOK_TIMEOUT_S": "2"}).delivery) as sender:
         failure = await sender.attempt(hook_to(f"http://{host}:{port}/hook"), "d1", b"{}")
     assert failure is not None and "not a public address" in failure
     assert got == []
@@ -44,6 +44,10 @@ async def test_a_private_destination_is_refused_without_a_connection(
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
 async def test_a_listed_private_network_is_reached(receiver: tuple[int, list[bytes]], host: str) -> None:
     port, got = receiver
-    async with sending(Settings(webhook_timeout_s=2, webhook_private_networks="127.0.0.0/8,::1/128")) as sender:
+    async with sending(
+        Settings.from_env(
+            {"SLUICE_WEBHOOK_TIMEOUT_S": "2", "SLUICE_WEBHOOK_PRIVATE_NETWORKS": "127.0.0.0/8,::1/128"}
+        ).delivery
+    ) as sender:
         assert await sender.attempt(hook_to(f"http://{host}:{port}/hook"), "d1", b"{}") is None
     assert got == [b"{}"]

@@ -5,9 +5,9 @@ from typing import Any
 import orjson
 import pytest
 
+from app.core.envelope import Envelope
 from app.dialects import cloudevents
 from app.dialects.base import Parsed, Request
-from app.envelope import Envelope
 from app.errors import MalformedBody, RequestError, UnsupportedMediaType, ValidationError
 from tests.support.events import edited
 

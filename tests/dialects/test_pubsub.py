@@ -3,9 +3,9 @@ from typing import Any
 
 import pytest
 
+from app.core.envelope import Envelope
 from app.dialects import pubsub
 from app.dialects.base import Request
-from app.envelope import Envelope
 from app.errors import ValidationError
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)

@@ -12,7 +12,7 @@ import aiohttp
 import orjson
 import pytest
 
-from app.tenants import hash_key
+from app.core.tenants import hash_key
 from tests.support.stack import Stack, read_until
 
 pytestmark = pytest.mark.integration

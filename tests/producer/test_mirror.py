@@ -6,11 +6,11 @@ from datetime import timedelta
 
 import pytest
 
-from app.command import Command, command_key
-from app.envelope import utcnow
+from app.core.envelope import utcnow
 from app.errors import ValidationError
 from app.producer.mirror import INSTANCE, Mirror
-from app.wait_group import Definition, Instance
+from app.scheduling.command import Command, command_key
+from app.scheduling.wait_group import Definition, Instance
 from tests.support.stack import SCHEMAS
 
 GROUP = Definition("wg_1", {"orders": 1}, "orders", 60.0)

@@ -4,25 +4,25 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from app.core.tenants import KeyRing
+from app.deployment import Deployment
 from app.producer import openapi
+from app.producer.app import create_app
+from app.producer.http import Context
 from app.producer.publisher import Publisher
-from app.producer.server import Context, create_app
-from app.schemas import SchemaSet
 from app.settings import Settings
-from app.tenants import KeyRing
-from app.topics import Catalog
-from app.topology import Topology
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 async def test_every_route_is_in_the_document() -> None:
-    settings = Settings.from_env({})
-    catalog = Catalog.load(REPO / "topics")
-    schemas = SchemaSet.load(REPO / "schemas")
-    publisher = Publisher("127.0.0.1:1", dead_letter_schema=schemas["dead_letter"], timeout_s=1)  # never started
-    context = Context(settings, catalog, Topology.of(settings, catalog), schemas, KeyRing({}), publisher)
-    app = create_app(settings, context)
+    deployment = Deployment.load(
+        Settings.from_env({"SLUICE_TOPICS_DIR": str(REPO / "topics"), "SLUICE_SCHEMAS_DIR": str(REPO / "schemas")})
+    )
+    publisher = Publisher(
+        "127.0.0.1:1", dead_letter_schema=deployment.schemas["dead_letter"], timeout_s=1
+    )  # never started
+    app = create_app(Context(deployment, KeyRing({}), publisher))
     document = openapi.document(app.router)
     served = openapi.routes(app.router)
     assert len(served) >= 10

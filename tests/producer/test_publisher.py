@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
-from app.producer.publisher import Publisher, partition_of
-from app.schemas import SchemaSet
+from app.avro.schemas import SchemaSet
+from app.kafka.batches import partition_of
+from app.producer.publisher import Publisher
 from tests.support.stack import read_raw_until
 from tests.support.topics import new_topic
 

@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from app.envelope import Envelope, utcnow
+from app.avro.schemas import SchemaSet
+from app.catalog import Catalog
+from app.core.envelope import Envelope, utcnow
 from app.ledger import effect_record
 from app.producer.replies import Replies
 from app.rules import Fact, UserState, apply
-from app.schemas import SchemaSet
-from app.topics import Catalog
 from tests.support.topics import new_topic
 from tests.support.wait import until
 

@@ -11,7 +11,6 @@ from aiohttp import web
 
 from app.errors import Unavailable
 from app.producer.tables import Workers
-from app.settings import Settings
 from tests.support.stack import free_port
 
 
@@ -54,12 +53,7 @@ async def serving(*pages: Page) -> AsyncIterator[None]:
 
 
 def workers(tmp_path: Path, *pages: Page, timeout_s: float = 1.0) -> Workers:
-    settings = Settings(
-        data_dir=tmp_path,
-        analytics_workers=",".join(page.url for page in pages),
-        analytics_query_timeout_s=timeout_s,
-    )
-    return Workers(settings)
+    return Workers([page.url for page in pages], partitions=4, timeout_s=timeout_s)
 
 
 async def test_the_newest_generations_map_is_followed_not_the_first_seeds(tmp_path: Path) -> None:

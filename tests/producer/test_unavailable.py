@@ -7,7 +7,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from app.kafka_local import LocalBroker
+from app.kafka.launcher import LocalBroker
 from app.settings import Settings
 from tests.support.stack import Stack, free_port
 
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.integration
 async def test_503_with_retry_after_once_the_broker_is_gone(tmp_path: Path) -> None:
     # This test stops its broker, so it runs its own rather than the session's.
     broker = LocalBroker(
-        home=Settings.from_env({}).kafka_home,
+        home=Settings.from_env({}).kafka.home,
         data_dir=tmp_path / "kafka",
         port=free_port(),
         controller_port=free_port(),

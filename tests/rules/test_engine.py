@@ -3,7 +3,7 @@ from typing import Any
 
 import pytest
 
-from app.instants import epoch_ms
+from app.core.instants import epoch_ms
 from app.rules import Fact, UserState, apply, parse_rules
 from app.rules.model import Rule, Streak
 

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
+from app.catalog import Catalog
 from app.rules import Fact, UserState, apply
-from app.topics import Catalog
 
 REPO = Path(__file__).resolve().parents[2]
 CATALOG = Catalog.load(REPO / "topics")

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import os
-import signal
 import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -16,8 +13,8 @@ from typing import Any, ClassVar
 
 from aiokafka import AIOKafkaConsumer
 
-from app.schemas import SchemaSet
-from app.supervisor import wait_for_health
+from app.avro.schemas import SchemaSet
+from app.runtime.processes import Child
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMAS = SchemaSet.load(REPO / "schemas")
@@ -34,58 +31,29 @@ def new_namespace() -> str:
     return "t" + uuid.uuid4().hex[:10]
 
 
-@dataclass
-class SluiceProcess:
-    """One `python -m app <command>` child with its own log file."""
-
-    command: str
-    env: dict[str, str]
-    log: Path
-    process: subprocess.Popen[bytes] | None = None
+class SluiceProcess(Child):
+    """A Sluice child of a test, with its own log file, kept for the report of a failed test."""
 
     # Every process started, for the report of a failed test (tests/conftest.py): CI shows
     # only pytest's output, and a worker's log is what says why an answer never came.
     started: ClassVar[list[SluiceProcess]] = []
 
-    def start(self) -> None:
+    def __init__(self, command: str, env: dict[str, str], log: Path) -> None:
+        super().__init__(command, env, log, cwd=REPO)
+
+    def start(self) -> SluiceProcess:
         SluiceProcess.started.append(self)
-        with self.log.open("ab") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "app", self.command], env=self.env, stdout=out, stderr=out, cwd=REPO
-            )
-
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def log_tail(self, lines: int = 40) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        super().start()
+        return self
 
     def report(self, lines: int = 12) -> str:
         """The log's warnings and errors, and its last lines, folded to a screen's width."""
-        text = self.log.read_text(errors="replace").splitlines() if self.log.exists() else []
+        text = self.log.read_text(errors="replace").splitlines() if self.log and self.log.exists() else []
         loud = [line for line in text if "[WARNING]" in line or "[ERROR]" in line or "Traceback" in line]
-        state = "running" if self.running() else f"exited {self.process.returncode if self.process else None}"
+        state = "running" if self.running() else f"exited {self.returncode}"
         parts = [f"== {self.command} ({state}), {self.log}", "-- warnings and errors:", *loud[-lines:]]
         parts += ["-- last lines:", *text[-lines:]]
         return "\n".join(line[:300] for line in parts)
-
-    def stop(self, timeout: float = 30.0) -> int | None:
-        if self.process is None:
-            return None
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
-
-    def kill(self) -> None:
-        """SIGKILL: no clean shutdown, no flush, no commit."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
 
 
 @dataclass
@@ -135,7 +103,7 @@ class Stack:
 
     async def start_producer(self, timeout: float = 60.0) -> None:
         producer = self.start("producer")
-        await wait_for_health(self.url, producer.running, producer.log_tail, timeout)
+        await producer.healthy(self.url, timeout)
 
     def stop(self) -> None:
         for process in self.processes.values():

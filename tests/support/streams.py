@@ -23,9 +23,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
-from app.envelope import Envelope
+from app.avro.schemas import Schema, SchemaSet
+from app.core.envelope import Envelope
 from app.rules import Fact, Rule, UserState, apply
-from app.schemas import Schema, SchemaSet
 
 # Weighted event types: `order_placed` and `orders` earn coins on the orders topic, the others only count.
 TYPES = ("order_placed", "order_placed", "orders", "order_viewed", "refund_requested")

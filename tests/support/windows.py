@@ -7,8 +7,8 @@ from datetime import datetime
 from typing import Any
 
 from app.analytics.spec import TableSpec
-from app.envelope import Envelope
-from app.instants import EPOCH
+from app.core.envelope import Envelope
+from app.core.instants import EPOCH
 
 Windows = dict[tuple[tuple[str, ...], int], list[float]]  # (group key, window start) -> values counted
 

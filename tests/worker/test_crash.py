@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from app.catalog import Catalog
+from app.deployment import Deployment
+from app.kafka.topology import ensure_topics
 from app.settings import Settings
-from app.topics import Catalog
-from app.topology import Topology, ensure_topics
 from tests.support.stack import REPO, SCHEMAS, SluiceProcess, Stack, free_port, read_until
 from tests.support.streams import EffectWatcher, Sender, Stream, check, generate, group_members, replay_counts
 
@@ -39,7 +40,7 @@ def seed() -> Iterator[int]:
 async def new_stack(bootstrap: str, workdir: Path) -> Stack:
     stack = Stack.create(bootstrap, workdir, api_keys="crash_key:acme", **FAST_GROUP)
     settings = Settings.from_env(stack.env)
-    await ensure_topics(settings.bootstrap, Topology.of(settings, Catalog.load(settings.topics_dir)))
+    await ensure_topics(settings.kafka.bootstrap, Deployment.load(settings).topology)
     return stack
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from app.bench import group_done
+from app.kafka.lag import group_done
 from app.settings import Settings
 from tests.support.stack import SCHEMAS, Stack
 from tests.support.streams import EffectWatcher, generate
@@ -29,7 +29,7 @@ async def committed_to_the_end(stack: Stack, timeout: float = 30.0) -> None:
     settings = Settings.from_env(stack.env)
     deadline = time.monotonic() + timeout
     topic = stack.topic("events.orders")
-    while not await group_done(stack.bootstrap, settings.group_id, topic, settings.partitions):
+    while not await group_done(stack.bootstrap, settings.group_id, topic, settings.kafka.partitions):
         assert time.monotonic() < deadline, f"the group did not commit {topic} to its end within {timeout}s"
         await asyncio.sleep(0.2)
 

@@ -9,9 +9,9 @@ from typing import Any, cast
 import pytest
 from faust.types import TP, Message
 
-from app.settings import Settings
 from app.worker import intake
 from app.worker.main import build_app
+from tests.support.deployments import offline
 
 TOPIC = "events.t"
 TP0 = TP(TOPIC, 0)
@@ -64,10 +64,11 @@ class Broker:
 
 @pytest.fixture
 def timer(tmp_path: Path) -> tuple[Any, intake.Intake]:
-    settings = Settings(kafka_bootstrap_servers="127.0.0.1:1", data_dir=tmp_path)
-    app = build_app(settings)
+    deployment = offline(tmp_path)
+    settings = deployment.settings
+    app = build_app(deployment)
     app.consumer_generation_id = 3
-    taken = intake.Intake(app, settings, intake.source(app, TOPIC, partitions=1))
+    taken = intake.Intake(app, intake.IntakeConfig.of(settings), intake.source(app, TOPIC, partitions=1))
     taken._progress.seek_every_s = 0  # every tick is "two ticks later"
     taken._committed = cast(Any, Starts(app.consumer))
     taken._probe = cast(Any, Broker())

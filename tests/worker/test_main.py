@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from app.settings import Settings
 from app.worker.main import build_app
+from tests.support.deployments import offline
 
 
 def test_workers_keep_no_standby_replicas(tmp_path: Path) -> None:
     # faust's standby reader lost the first records of another worker's changelog, and the
     # survivor of a rebalance then applied events on stale state (app/worker/main.py).
-    app = build_app(Settings(kafka_bootstrap_servers="127.0.0.1:1", data_dir=tmp_path))
+    app = build_app(offline(tmp_path))
     assert app.conf.table_standby_replicas == 0

@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from app.topics import Catalog
+from app.catalog import Catalog
 from app.worker.rulebook import Rulebook
 from tests.support.stack import REPO, Stack, read_until
 from tests.support.wait import until

@@ -14,11 +14,11 @@ import pytest
 from rocksdict import Options, Rdict
 
 from app import ledger
-from app.envelope import Envelope
-from app.instants import epoch_ms
+from app.core.envelope import Envelope
+from app.core.instants import epoch_ms
+from app.deployment import Deployment
+from app.kafka.topology import ensure_topics
 from app.settings import Settings
-from app.topics import Catalog
-from app.topology import Topology, ensure_topics
 from app.worker.sweep import Sweep
 from tests.support.stack import SCHEMAS, Stack, read_raw_until, read_until
 from tests.support.streams import Sender
@@ -57,7 +57,7 @@ def test_the_sweep_goes_round_the_entries_and_names_the_expired(db: Rdict) -> No
 async def test_an_expired_entry_is_deleted_and_tombstoned(kafka_bootstrap: str, tmp_path: Path) -> None:
     stack = Stack.create(kafka_bootstrap, tmp_path, api_keys="sweep_key:acme", SLUICE_DEDUPE_WINDOW_S="1")
     settings = Settings.from_env(stack.env)
-    await ensure_topics(settings.bootstrap, Topology.of(settings, Catalog.load(settings.topics_dir)))
+    await ensure_topics(settings.kafka.bootstrap, Deployment.load(settings).topology)
     user = f"u-{uuid.uuid4().hex[:8]}"
 
     def order(event_id: str) -> Envelope:
@@ -91,7 +91,7 @@ async def test_an_expired_entry_is_deleted_and_tombstoned(kafka_bootstrap: str, 
             try:
                 changelog = await read_raw_until(
                     stack.bootstrap,
-                    stack.topic(f"{settings.app_id}-ledger-changelog"),
+                    stack.topic(f"{settings.worker.app_id}-ledger-changelog"),
                     lambda ms: any(m.key == entry_key and m.value is None for m in ms),
                     timeout=60,
                     describe="a tombstone for the expired entry",

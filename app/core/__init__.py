@@ -1,0 +1,1 @@
+"""The pure core every edge shares: the envelope, instants, field validation, keys, refused input."""

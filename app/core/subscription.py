@@ -1,0 +1,221 @@
+"""A subscription: who (tenant, name), which stream, which records (filter), and where to push (webhook)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from app.core.fields import json_type, reject_unknown, require_object
+from app.errors import ValidationError
+
+NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+STREAMS = ("events", "effects")
+# Each kind is a field of an effect's `changes`; an effect is of a kind when that change is not empty.
+EFFECT_KINDS = (
+    "coins",
+    "points",
+    "counters",
+    "badges_awarded",
+    "badges_ready",
+    "tokens",
+    "evolution_ready",
+    "streak_milestones",
+    "custom",
+)
+MAX_FILTER_VALUES = 1000
+BODY_FIELDS = frozenset({"name", "stream", "topic", "filter", "url"})
+FILTER_FIELDS = frozenset({"event_types", "users", "effect_kinds"})
+
+
+@dataclass(frozen=True, slots=True)
+class Filter:
+    """Which records a subscription wants; an empty set means any."""
+
+    event_types: frozenset[str] = frozenset()
+    users: frozenset[str] = frozenset()
+    effect_kinds: frozenset[str] = frozenset()
+
+    def as_dict(self) -> dict[str, list[str]]:
+        return {
+            "event_types": sorted(self.event_types),
+            "users": sorted(self.users),
+            "effect_kinds": sorted(self.effect_kinds),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    tenant: str
+    name: str
+    stream: str  # "events": a topic's events; "effects": what the rules did
+    topic: str | None = None  # topic slug; required for events, an optional filter for effects
+    filter: Filter = field(default_factory=Filter)
+    url: str | None = None  # set: the dispatcher POSTs each matching record here
+    secret: str | None = None  # HMAC key of the webhook signature
+    declared: bool = False  # from a topic file: read-only over HTTP
+    # When it was created (Kafka timestamp, ms): webhooks get only records written since.
+    created_ms: int = 0
+
+    @property
+    def key(self) -> str:
+        return f"{self.tenant}:{self.name}"
+
+    def matches(self, record: Mapping[str, Any]) -> bool:
+        """Whether a decoded event or effect record belongs to this subscription (tenant first)."""
+        if record.get("tenant") != self.tenant:
+            return False
+        if self.topic is not None and record.get("topic") != self.topic:
+            return False
+        wanted = self.filter
+        if wanted.users and record.get("user_id") not in wanted.users:
+            return False
+        event_type = record.get("type") if self.stream == "events" else record.get("event_type")
+        if wanted.event_types and event_type not in wanted.event_types:
+            return False
+        if wanted.effect_kinds and self.stream == "effects":
+            return bool(wanted.effect_kinds & kinds_of(record.get("changes") or {}))
+        return True
+
+    def public(self) -> dict[str, Any]:
+        """What the API shows: everything but the secret."""
+        return {
+            "name": self.name,
+            "stream": self.stream,
+            "topic": self.topic,
+            "filter": self.filter.as_dict(),
+            "url": self.url,
+            "declared": self.declared,
+        }
+
+    def to_record(self) -> dict[str, Any]:
+        """The Avro record (schemas/subscription.avsc) kept on the subscriptions topic."""
+        return {
+            "tenant": self.tenant,
+            "name": self.name,
+            "stream": self.stream,
+            "topic": self.topic,
+            "event_types": sorted(self.filter.event_types),
+            "users": sorted(self.filter.users),
+            "effect_kinds": sorted(self.filter.effect_kinds),
+            "url": self.url,
+            "secret": self.secret,
+        }
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> Subscription:
+        return cls(
+            tenant=record["tenant"],
+            name=record["name"],
+            stream=record["stream"],
+            topic=record["topic"],
+            filter=Filter(
+                frozenset(record["event_types"]), frozenset(record["users"]), frozenset(record["effect_kinds"])
+            ),
+            url=record["url"],
+            secret=record["secret"],
+        )
+
+
+def kinds_of(changes: Mapping[str, Any]) -> frozenset[str]:
+    """The effect kinds a `changes` record holds: the fields that are not empty, zero or false."""
+    return frozenset(kind for kind in EFFECT_KINDS if changes.get(kind))
+
+
+def parse_subscription(
+    body: Any, *, tenant: str, topics: frozenset[str], secret: str | None = None, path: str = ""
+) -> Subscription:
+    """Validate a subscription document (a POST body, or an entry of a topic file).
+
+    `topics` are the declared topic slugs; `secret` is used when the document has a `url`.
+    Every refusal names the field (prefixed by `path`) and the reason.
+    """
+    body = require_object(body, path.rstrip(".") or "body")
+    reject_unknown(body, BODY_FIELDS, path)
+    name = _required_string(body, "name", path)
+    if not NAME.fullmatch(name):
+        raise ValidationError(
+            "must be 1 to 63 lower-case letters, digits, '-' or '_', starting with a letter or digit",
+            field=path + "name",
+            code="validation.format",
+        )
+    stream = body.get("stream", "effects")
+    if stream not in STREAMS:
+        raise ValidationError(f"must be one of {', '.join(STREAMS)}", field=path + "stream", code="validation.enum")
+    topic = body.get("topic")
+    if topic is None and stream == "events":
+        raise ValidationError(
+            "is required for an events subscription", field=path + "topic", code="validation.required"
+        )
+    if topic is not None and topic not in topics:
+        raise ValidationError(
+            f"no topic named {topic!r}; known: {', '.join(sorted(topics))}", field=path + "topic", code="unknown_topic"
+        )
+    raw_filter = body.get("filter")
+    raw_filter = {} if raw_filter is None else require_object(raw_filter, path + "filter")
+    reject_unknown(raw_filter, FILTER_FIELDS, path + "filter.")
+    kinds = _strings(raw_filter, "effect_kinds", path + "filter.")
+    unknown_kinds = sorted(kinds - set(EFFECT_KINDS))
+    if unknown_kinds:
+        raise ValidationError(
+            f"unknown kind {unknown_kinds[0]!r}; known: {', '.join(EFFECT_KINDS)}",
+            field=path + "filter.effect_kinds",
+            code="validation.enum",
+        )
+    if kinds and stream != "effects":
+        raise ValidationError(
+            "only an effects subscription filters on effect kinds",
+            field=path + "filter.effect_kinds",
+            code="validation",
+        )
+    url = body.get("url")
+    if url is not None:
+        url = _webhook_url(url, path + "url")
+    return Subscription(
+        tenant=tenant,
+        name=name,
+        stream=stream,
+        topic=topic,
+        filter=Filter(
+            _strings(raw_filter, "event_types", path + "filter."),
+            _strings(raw_filter, "users", path + "filter."),
+            kinds,
+        ),
+        url=url,
+        secret=secret if url is not None else None,
+    )
+
+
+def _required_string(body: Mapping[str, Any], name: str, path: str) -> str:
+    if name not in body:
+        raise ValidationError("is required", field=path + name, code="validation.required")
+    value = body[name]
+    if not isinstance(value, str):
+        raise ValidationError(f"must be a string, got {json_type(value)}", field=path + name, code="validation.type")
+    return value
+
+
+def _strings(body: Mapping[str, Any], name: str, path: str) -> frozenset[str]:
+    value = body.get(name)
+    if value is None:
+        return frozenset()
+    if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
+        raise ValidationError("must be an array of non-empty strings", field=path + name, code="validation.type")
+    if len(value) > MAX_FILTER_VALUES:
+        raise ValidationError(
+            f"must hold at most {MAX_FILTER_VALUES} values", field=path + name, code="validation.max_items"
+        )
+    return frozenset(value)
+
+
+def _webhook_url(value: Any, field: str) -> str:
+    if not isinstance(value, str):
+        raise ValidationError(f"must be a string, got {json_type(value)}", field=field, code="validation.type")
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValidationError("must be an absolute http(s) URL", field=field, code="validation.format")
+    if len(value) > 2048:
+        raise ValidationError("must be at most 2048 characters", field=field, code="validation.length")
+    return value

@@ -1,0 +1,1 @@
+"""Kafka plumbing: the local broker launcher, topic names and creation, batched sends."""

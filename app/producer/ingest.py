@@ -1,0 +1,132 @@
+"""The ingest routes: authenticate, read, parse a dialect, publish, answer in that dialect's shape."""
+
+from __future__ import annotations
+
+import orjson
+from aiohttp import web
+
+from app.catalog import TopicSpec
+from app.core.envelope import utcnow
+from app.dialects import cloudevents, gamification, product_analytics, pubsub, segment, usage
+from app.dialects.base import Dialect, Parsed, Request
+from app.errors import NotFound, RequestError, Unavailable
+from app.producer.http import (
+    CONTEXT,
+    Context,
+    Handler,
+    auth_challenge,
+    authenticate,
+    json_response,
+    keep_refused,
+    parse_json,
+    read_body,
+    read_json,
+)
+from app.producer.replies import gather_effects
+from app.scheduling.send_at import records
+from app.simulation import simulate
+
+# (method, path, dialect): every ingest endpoint. A path without {topic_slug} writes to the
+# topic whose file claims the dialect's endpoint (`endpoint:` in topics/<slug>.yaml).
+INGEST_ROUTES: tuple[tuple[str, str, Dialect], ...] = (
+    ("PUT", "/events", usage.DIALECT),
+    ("POST", "/ingest", product_analytics.SINGLE),
+    ("POST", "/ingest/batch", product_analytics.BATCH),
+    ("POST", "/api/v1/events", gamification.SINGLE),
+    ("POST", "/api/v1/events/batch", gamification.BATCH),
+    ("POST", "/topics/{topic_slug}/events", pubsub.DIALECT),
+    ("POST", "/api/events", segment.DIALECT),
+    ("POST", "/cloudevents/{topic_slug}", cloudevents.DIALECT),
+)
+ENDPOINT_OF = {
+    usage.NAME: "usage",
+    product_analytics.NAME: "analytics",
+    gamification.NAME: "gamification",
+    segment.NAME: "segment",
+}
+
+
+def add_routes(app: web.Application) -> None:
+    for method, path, dialect in INGEST_ROUTES:
+        app.router.add_route(method, path, ingest(dialect))
+    app.router.add_post("/rules/simulate", simulate_rules)
+
+
+def resolve_topic(context: Context, request: web.Request, dialect: Dialect) -> TopicSpec:
+    slug = request.match_info.get("topic_slug")
+    if slug is None:
+        spec = context.catalog.for_endpoint(ENDPOINT_OF[dialect.name])
+        if spec is None:
+            raise NotFound(
+                f"no topic file claims the {dialect.name} endpoint (endpoint: {ENDPOINT_OF[dialect.name]})",
+                code="endpoint_not_configured",
+            )
+        return spec
+    if slug not in context.catalog:
+        raise NotFound(f"no topic named {slug!r}", field="topic_slug", code="topic_not_found")
+    return context.catalog[slug]
+
+
+def ingest(dialect: Dialect) -> Handler:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        context = request.app[CONTEXT]
+        settings = context.settings.producer
+        principal = authenticate(request)
+        try:
+            limit = min(dialect.max_body_bytes or settings.max_body_bytes, settings.max_body_bytes)
+            raw = await read_body(request, limit)
+            spec = resolve_topic(context, request, dialect)
+            principal.check_topic(spec.slug)
+            body = raw if dialect.raw_body else parse_json(request, raw)
+            parsed = dialect.parse(
+                body,
+                Request(
+                    tenant=principal.tenant,
+                    topic=spec.slug,
+                    received_at=utcnow(),
+                    headers={name.lower(): value for name, value in request.headers.items()},
+                    content_type=request.content_type,
+                    audiences=spec.audiences,
+                ),
+            )
+            await _check_wait_groups(context, parsed)
+        except RequestError as exc:
+            await keep_refused(request, exc)
+            return json_response(exc.status, dialect.error_body(exc), auth_challenge(exc))
+        if dialect.reply is None or context.replies is None:
+            await _write(request, context, parsed)
+            status, payload = dialect.respond(parsed)
+            return json_response(status, payload)
+        keys = [(principal.tenant, spec.slug, event.id) for _, event in parsed.accepted]
+        async with context.replies.expect(keys) as futures:
+            await _write(request, context, parsed)
+            arrived = await gather_effects(futures, settings.effect_timeout_s)
+        status, payload = dialect.reply(parsed, {key[2]: effect for key, effect in arrived.items()})
+        return json_response(status, payload)
+
+    return handle
+
+
+async def _check_wait_groups(context: Context, parsed: Parsed) -> None:
+    for _, event in parsed.accepted:
+        if event.wait_group_instance_id is not None:
+            if context.mirror is None:
+                raise Unavailable("this producer does not read the wait group topics")
+            await context.mirror.check_instance(
+                event.tenant, event.topic, event.wait_group_instance_id, context.settings.producer.publish_timeout_s
+            )
+
+
+async def _write(request: web.Request, context: Context, parsed: Parsed) -> None:
+    for rejection in parsed.rejected:
+        await keep_refused(request, rejection.error, orjson.dumps(rejection.event))
+    # A future send_at goes to the scheduled topic instead, for the worker to deliver when due.
+    routes, now = context.deployment.routes, utcnow()
+    await context.publisher.publish_many([r for _, event in parsed.accepted for r in records(event, routes, now)])
+
+
+async def simulate_rules(request: web.Request) -> web.Response:
+    """POST /rules/simulate: a topic's rules over a list of events, from an empty or given state; writes nothing."""
+    context = request.app[CONTEXT]
+    authenticate(request)
+    return json_response(200, simulate(await read_json(request), context.catalog, utcnow()))

@@ -1,0 +1,1 @@
+"""Process plumbing: the garbage collector's tuning, background tasks, child processes."""

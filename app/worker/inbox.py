@@ -1,0 +1,71 @@
+"""The records of some topics, handed from the fetch loop straight to the one reader of them."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+from faust.types import TP, Message
+
+
+class Inbox:
+    """The records of some topics, handed from the fetch loop straight to the one reader of them.
+
+    faust hands each record to its conductor, which makes an event of it and puts it on the
+    agent's channel queue, with flow-control and pressure checks per record: a tenth of the
+    worker's time. An Intake (app/worker/intake.py) takes the records as fetched instead.
+    The fetch loop waits while the inbox holds `capacity` records, until half are taken.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self._records: deque[Message] = deque()
+        self._last: dict[TP, tuple[int | None, int]] = {}  # (generation, offset) of the last record put, per partition
+        self._capacity = capacity
+        self._arrived = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._closed = False
+
+    def put(self, message: Message) -> bool:
+        """Keep the record; False if the inbox is full now, and the fetch loop should wait for `room`."""
+        if self._closed:
+            return True  # its reader is gone; its successor starts from the committed offsets
+        self._records.append(message)
+        self._last[message.tp] = (message.generation_id, message.offset)
+        self._arrived.set()
+        if len(self._records) >= self._capacity:
+            self._room.clear()
+            return False
+        return True
+
+    def last_put(self, tp: TP, generation: int | None) -> int | None:
+        """The offset of the last record of `tp` put here in `generation` since the last `forget`."""
+        last = self._last.get(tp)
+        return last[1] if last is not None and last[0] == generation else None
+
+    def forget(self, tp: TP) -> None:
+        """`tp` was sought: what was put before says nothing of what the fetch loop reads next."""
+        self._last.pop(tp, None)
+
+    async def room(self) -> None:
+        await self._room.wait()
+
+    async def take(self, most: int) -> list[Message]:
+        """At least one record, at most `most`, in the order fetched; waits for the first."""
+        while not self._records:
+            self._arrived.clear()
+            await self._arrived.wait()
+        return self.take_nowait(most)
+
+    def take_nowait(self, most: int) -> list[Message]:
+        records = self._records
+        taken = [records.popleft() for _ in range(min(most, len(records)))]
+        if len(records) <= self._capacity // 2:
+            self._room.set()
+        return taken
+
+    def close(self) -> None:
+        """Its reader stops: the fetch loop must not wait for it to make room."""
+        self._closed = True
+        self._records.clear()
+        self._room.set()

@@ -1,0 +1,58 @@
+"""The command line: `python -m bench ingest|pipeline|delivery|analytics [options]`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from app.cli.main import command
+from app.settings import Settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Benchmarks on a real stack in a fresh namespace. Settings come from SLUICE_* variables.",
+    )
+    parser.add_argument("what", choices=["ingest", "pipeline", "delivery", "analytics"])
+    parser.add_argument("--events", type=int, default=100_000, help="events per endpoint; pipeline: pre-loaded events")
+    parser.add_argument("--batch", type=int, default=500, help="events per request")
+    parser.add_argument("--connections", type=int, default=8, help="concurrent keep-alive connections")
+    parser.add_argument("--endpoints", default="usage,analytics,segment", help="usage, analytics, segment")
+    parser.add_argument("--rate", type=float, default=1000, help="pipeline: steady events/s of the latency phase")
+    parser.add_argument("--seconds", type=float, default=20, help="pipeline: length of the latency phase")
+    parser.add_argument("--subscribers", type=int, default=10, help="delivery: concurrent SSE streams")
+    parser.add_argument("--windows", type=int, default=1_000_000, help="analytics: windows of the queried table")
+    parser.add_argument("--queries", type=int, default=500, help="analytics: queries of each kind")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    return command(f"bench {args.what}", lambda settings: _run(args, settings))
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    # Imports are per benchmark: each loads only what it drives.
+    if args.what == "delivery":
+        from bench import delivery
+
+        return asyncio.run(delivery.run(settings, args.events, args.subscribers))
+    if args.what == "analytics":
+        from bench import analytics
+
+        return asyncio.run(analytics.run(settings, args.events, args.windows, args.queries))
+    if args.what == "pipeline":
+        from bench import pipeline
+
+        return asyncio.run(pipeline.run(settings, args.events, args.rate, args.seconds))
+    from bench import ingest
+
+    endpoints = [name.strip() for name in args.endpoints.split(",") if name.strip()]
+    return asyncio.run(ingest.run(settings, args.events, args.batch, args.connections, endpoints))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,209 @@
+"""The worker's Kafka consumer: its fetch wait from the settings, and its fetch loop (one wait per fetch)."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any, cast
+
+import faust
+from faust.types import TP, Message
+
+from app.worker import faust_compat
+from app.worker.faust_compat import route
+from app.worker.inbox import Inbox
+from app.worker.main import build_app
+from tests.support.deployments import offline
+
+
+async def test_the_consumer_waits_as_long_as_the_setting_says(tmp_path: Path) -> None:
+    deployment = offline(tmp_path, SLUICE_WORKER_FETCH_MAX_WAIT_MS="37")
+    app = build_app(deployment)
+    # The aiokafka consumer faust's consumer thread would start; building it connects to nothing.
+    thread = cast(Any, app.consumer)._thread
+    consumer = thread._create_worker_consumer(app.transport)
+    assert consumer._fetch_max_wait_ms == 37
+
+
+class Fetcher:
+    """What the consumer's fetch loop asks of faust's Fetcher service: whether it has stopped."""
+
+    def __init__(self) -> None:
+        self._stopped = asyncio.Event()
+
+
+def fetches(consumer: Any, fetcher: Fetcher, batches: list[list[int]]) -> Callable[..., AsyncIterator[Any]]:
+    """A stand-in for the consumer's getmany: each call yields the next fetch's records of t[0]."""
+    pending = list(batches)
+
+    async def getmany(timeout: float) -> AsyncIterator[Any]:
+        if not pending:
+            fetcher._stopped.set()
+            return
+        for offset in pending.pop(0):
+            message = Message("t", 0, offset, 0.0, 0, [], b"k", b"v", None, generation_id=0)
+            yield TP("t", 0), message
+
+    return getmany
+
+
+async def drain(
+    tmp_path: Path, batches: list[list[int]], stop_flow_at: int | None = None, waits: list[int] | None = None
+) -> list[int]:
+    """The offsets the fetch loop hands on for these fetches; `waits` gets one item per wait_first."""
+    app = build_app(offline(tmp_path))
+    consumer = cast(Any, app.consumer)
+    fetcher = Fetcher()
+    consumer.getmany = fetches(consumer, fetcher, batches)
+    delivered: list[int] = []
+    wait_first = consumer.wait_first
+
+    async def counted(*coros: Any, **kwargs: Any) -> Any:
+        if waits is not None:
+            waits.append(len(delivered))
+        return await wait_first(*coros, **kwargs)
+
+    consumer.wait_first = counted
+
+    async def callback(message: Message) -> None:
+        delivered.append(message.offset)
+        if message.offset == stop_flow_at:
+            consumer.stop_flow()  # a rebalance begins
+
+    consumer.callback = callback
+    await asyncio.wait_for(consumer._drain_messages(fetcher), timeout=5)
+    return delivered
+
+
+async def test_fetched_records_are_handed_on_in_order_with_one_wait_per_fetch(tmp_path: Path) -> None:
+    # faust's own loop waits once per record, four tasks each: a seventh of the worker's time.
+    waits: list[int] = []
+    assert await drain(tmp_path, [[0, 1, 2], [3, 4]], waits=waits) == [0, 1, 2, 3, 4]
+    assert waits == [0, 3]
+
+
+async def test_records_below_the_last_handed_on_are_dropped_as_faust_drops_them(tmp_path: Path) -> None:
+    assert await drain(tmp_path, [[5, 6], [2, 6, 7]]) == [5, 6, 6, 7]
+
+
+async def test_a_suspended_flow_ends_the_fetch_between_records(tmp_path: Path) -> None:
+    assert await drain(tmp_path, [[0, 1, 2, 3]], stop_flow_at=1) == [0, 1]
+
+
+def message(topic: str, offset: int) -> Message:
+    return Message(topic, 0, offset, 0.0, 0, [], b"k", b"v", None, generation_id=0)
+
+
+async def test_records_of_a_routed_topic_go_to_its_inbox_and_the_others_to_faust(tmp_path: Path) -> None:
+    app = build_app(offline(tmp_path))
+    consumer = cast(Any, app.consumer)
+    fetcher = Fetcher()
+    inbox = Inbox(capacity=100)
+    route(app, ["routed"], inbox)
+    fetched = [[message("routed", 0), message("other", 0), message("routed", 1)]]
+
+    async def getmany(timeout: float) -> AsyncIterator[Any]:
+        if not fetched:
+            fetcher._stopped.set()
+            return
+        for record in fetched.pop(0):
+            yield record.tp, record
+
+    to_faust: list[tuple[str, int]] = []
+
+    async def callback(record: Message) -> None:
+        to_faust.append((record.topic, record.offset))
+
+    consumer.getmany, consumer.callback = getmany, callback
+    await asyncio.wait_for(consumer._drain_messages(fetcher), timeout=5)
+    assert [(record.topic, record.offset) for record in inbox.take_nowait(10)] == [("routed", 0), ("routed", 1)]
+    assert to_faust == [("other", 0)]
+    route(app, ["routed"], None)
+    assert consumer.inboxes == {}
+
+
+async def test_a_full_inbox_holds_the_fetch_loop_until_half_is_taken() -> None:
+    inbox = Inbox(capacity=4)
+    assert all([inbox.put(message("t", offset)) for offset in range(3)])
+    assert not inbox.put(message("t", 3))  # full: the fetch loop waits for room
+    waiting = asyncio.create_task(inbox.room())
+    await asyncio.sleep(0)
+    assert [record.offset for record in inbox.take_nowait(1)] == [0]
+    await asyncio.sleep(0)
+    assert not waiting.done()  # three left: more than half
+    assert [record.offset for record in inbox.take_nowait(1)] == [1]
+    await asyncio.wait_for(waiting, timeout=1)
+
+
+async def test_taking_waits_for_the_first_record_and_a_closed_inbox_never_holds_the_loop() -> None:
+    inbox = Inbox(capacity=2)
+    taking = asyncio.create_task(inbox.take(10))
+    await asyncio.sleep(0)
+    assert not taking.done()
+    inbox.put(message("t", 7))
+    assert [record.offset for record in await asyncio.wait_for(taking, timeout=1)] == [7]
+    inbox.put(message("t", 8))
+    assert not inbox.put(message("t", 9))
+    inbox.close()  # its Intake stopped: whatever is fetched now is refetched by the next one
+    await asyncio.wait_for(inbox.room(), timeout=1)
+    assert inbox.put(message("t", 10)) and inbox.take_nowait(10) == []
+
+
+async def test_a_seek_is_made_in_the_consumer_thread(tmp_path: Path) -> None:
+    # faust's own calls aiokafka's seek from the main thread, completing the consumer thread's futures.
+    app = build_app(offline(tmp_path))
+    consumer = cast(Any, app.consumer)
+    thread = consumer._thread
+    sought: list[tuple[TP, int]] = []
+
+    class Kafka:
+        def seek(self, tp: TP, offset: int) -> None:
+            sought.append((tp, offset))
+
+    in_thread: list[Any] = []
+
+    async def call_thread(fun: Any, *args: Any) -> Any:
+        in_thread.append(fun)
+        return fun(*args)
+
+    thread._ensure_consumer = Kafka
+    thread.call_thread = call_thread
+    await consumer.seek(TP("t", 0), 7)
+    assert sought == [(TP("t", 0), 7)] and len(in_thread) == 1
+    assert consumer._read_offset[TP("t", 0)] == 7  # faust's seek still lowers its read offset
+
+
+# Each private faust touch Sluice relies on, pinned: a faust upgrade that changes one fails here.
+
+
+async def test_partition_db_is_the_tables_own_rocksdict_for_that_partition(tmp_path: Path) -> None:
+    app = build_app(offline(tmp_path))
+    options = {"driver": "rocksdict"}
+    table = app.Table("pin", default=None, partitions=4, key_type=bytes, value_type=bytes, options=options)
+    faust_compat.partition_db(table, 1)[b"k"] = b"v"
+    assert faust_compat.partition_db(table, 1)[b"k"] == b"v"
+    assert faust_compat.partition_db(table, 2).get(b"k") is None
+
+
+async def test_set_current_event_is_what_faust_reads_as_the_current_event(tmp_path: Path) -> None:
+    app = build_app(offline(tmp_path))
+    event = app.create_event(b"k", b"v", [], cast(Message, None))
+    faust_compat.set_current_event(event)
+    assert faust.current_event() is event
+
+
+async def test_is_paused_follows_fausts_pause_and_resume(tmp_path: Path) -> None:
+    consumer = build_app(offline(tmp_path)).consumer
+    tp = TP("pinned", 0)
+    consumer.pause_partitions([tp])
+    assert faust_compat.is_paused(consumer, tp)
+    consumer.resume_partitions([tp])
+    assert not faust_compat.is_paused(consumer, tp)
+
+
+def test_commit_is_fausts_commit_of_explicit_offsets(tmp_path: Path) -> None:
+    commit = type(build_app(offline(tmp_path)).consumer)._commit
+    assert inspect.iscoroutinefunction(commit)
+    assert list(inspect.signature(commit).parameters) == ["self", "offsets"]
