@@ -60,7 +60,7 @@ class KeyRing:
     def principal_for(self, key: str | None) -> Principal:
         if not key:
             raise Unauthorized(
-                "missing API key: send 'X-API-Key: <key>' or 'Authorization: Bearer <key>'",
+                "missing API key: send 'X-API-Key: <key>', 'Authorization: Bearer <key>' or Basic with the key as user",
                 field="X-API-Key",
                 code="missing_api_key",
             )

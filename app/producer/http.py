@@ -10,6 +10,7 @@ from aiohttp import web
 
 from app.avro.schemas import SchemaSet
 from app.catalog import Catalog
+from app.core.credentials import presented
 from app.core.dead_letter import DeadLetter
 from app.core.envelope import utcnow
 from app.core.tenants import KeyRing, Principal
@@ -126,11 +127,9 @@ def _route_name(request: web.Request) -> str:
 
 
 def authenticate(request: web.Request) -> Principal:
-    key = request.headers.get("X-API-Key")
-    if key is None:
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        key = token.strip() if scheme.lower() == "bearer" else None
-    principal = request.app[CONTEXT].keyring.principal_for(key)
+    """The principal of the request's key (in any form `presented` reads); 401 without one."""
+    credential = presented({name.lower(): value for name, value in request.headers.items()})
+    principal = request.app[CONTEXT].keyring.principal_for(None if credential is None else credential.value)
     request[PRINCIPAL] = principal
     return principal
 
