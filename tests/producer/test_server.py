@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -42,21 +43,44 @@ JSON = {"Content-Type": "application/json"}
 GOOD = b'{"data": {"user_id": "u1"}}'
 
 
+def basic(user: str, password: str = "") -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
 @pytest.mark.parametrize(
-    ("headers", "code"),
+    ("headers", "code", "field"),
     [
-        ({}, "missing_api_key"),
-        ({"X-API-Key": "wrong"}, "invalid_api_key"),
-        ({"Authorization": "Bearer wrong"}, "invalid_api_key"),
-        ({"Authorization": f"Basic {KEY}"}, "missing_api_key"),
+        ({}, "missing_api_key", "X-API-Key"),
+        ({"X-API-Key": "wrong"}, "invalid_api_key", "X-API-Key"),
+        ({"Authorization": "Bearer wrong"}, "invalid_api_key", "X-API-Key"),
+        ({"Authorization": "wrong"}, "invalid_api_key", "X-API-Key"),
+        ({"Authorization": basic("wrong")}, "invalid_api_key", "X-API-Key"),
+        ({"Authorization": f"Basic {KEY}"}, "invalid_authorization", "Authorization"),
+        ({"Authorization": f"Digest {KEY}"}, "invalid_authorization", "Authorization"),
     ],
 )
-async def test_missing_or_unknown_key_is_401(stack: Stack, headers: dict[str, str], code: str) -> None:
+async def test_missing_unknown_or_malformed_credentials_are_401(
+    stack: Stack, headers: dict[str, str], code: str, field: str
+) -> None:
     status, body, response_headers = await send(stack, "/topics/orders/events", GOOD, {**JSON, **headers})
     assert status == 401
-    assert body["error"]["code"] == code
-    assert body["error"]["field"] == "X-API-Key"
+    assert (body["error"]["code"], body["error"]["field"]) == (code, field)
     assert "Bearer" in response_headers["WWW-Authenticate"]
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"X-API-Key": KEY},
+        {"Authorization": f"Bearer {KEY}"},
+        {"Authorization": KEY},
+        {"Authorization": basic(KEY)},
+    ],
+)
+async def test_the_key_is_taken_in_every_form_a_client_sends_it(stack: Stack, headers: dict[str, str]) -> None:
+    status, body, _ = await send(stack, "/topics/orders/events", GOOD, {**JSON, **headers})
+    assert status in (200, 201), body
+    assert body["id"].startswith("evt_")
 
 
 @pytest.mark.parametrize("auth", [{"X-API-Key": KEY}, {"Authorization": f"Bearer {KEY}"}])
