@@ -223,8 +223,10 @@ async def _serve_events(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         )
         await response.prepare(request)
-        # The reader's positions are fixed before this first write, so a client that has it misses nothing.
-        await response.write(f"retry: 1000\n: {reader.cursor}\n\n".encode())
+        # The reader's positions are fixed before this first write, so a client that has it misses
+        # nothing. An `id:` line, not a comment: EventSource and other SSE clients keep it as the
+        # last event id and send it back on reconnecting, even before the first event arrives.
+        await response.write(f"retry: 1000\nid: {reader.cursor}\n\n".encode())
         written = time.monotonic()
         kind = sub.stream.removesuffix("s").encode()  # event: effect, event: event
         while current():

@@ -65,5 +65,5 @@ async def open_stream(
     async with http.get(url, headers=headers, timeout=aiohttp.ClientTimeout(total=None)) as response:
         assert response.status == 200, await response.text()
         assert response.headers["Content-Type"].startswith("text/event-stream")
-        await response.content.readline()  # the first comment: the stream is positioned
+        await response.content.readline()  # the first line: the stream is positioned
         yield SseStream(response)
