@@ -21,6 +21,11 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+def key_id(digest: str) -> str:
+    """A key's public id: the start of its SHA-256 hex digest, enough to tell keys apart, useless to guess one."""
+    return digest[:16]
+
+
 @dataclass(frozen=True, slots=True)
 class Principal:
     """Who a key speaks for, and which topics it may write (None: all of its tenant's)."""
@@ -28,9 +33,13 @@ class Principal:
     tenant: str
     topics: frozenset[str] | None = None
 
-    def check_topic(self, slug: str) -> None:
-        if self.topics is not None and slug not in self.topics:
-            raise Forbidden(f"this API key may not write to topic {slug!r}", field="topic_slug", code="topic_forbidden")
+    def may_use(self, slug: str) -> bool:
+        return self.topics is None or slug in self.topics
+
+    def check_topic(self, slug: str, field: str = "topic_slug") -> None:
+        """Forbidden unless this key may use the topic; every route that resolves a topic asks."""
+        if not self.may_use(slug):
+            raise Forbidden(f"this API key may not use topic {slug!r}", field=field, code="topic_forbidden")
 
 
 class KeyRing:
@@ -38,6 +47,7 @@ class KeyRing:
 
     def __init__(self, principals_by_hash: Mapping[str, Principal]) -> None:
         self._principals = dict(principals_by_hash)
+        self._by_id = {key_id(digest): principal for digest, principal in self._principals.items()}
 
     def __len__(self) -> int:
         return len(self._principals)
@@ -69,6 +79,10 @@ class KeyRing:
         if principal is None:
             raise Unauthorized("unknown API key", field="X-API-Key", code="invalid_api_key")
         return principal
+
+    def principal_by_id(self, identifier: str) -> Principal | None:
+        """The principal of the key whose `key_id` this is, or None once that key is gone from the ring."""
+        return self._by_id.get(identifier)
 
 
 def dev_keys(text: str) -> list[tuple[str, str]]:

@@ -27,10 +27,13 @@ def mirror_of(context: Context) -> Mirror:
     return context.mirror
 
 
-def query_topic(context: Context, request: web.Request) -> str | None:
+def query_topic(context: Context, request: web.Request, principal: Principal) -> str | None:
+    """The `?topic=` of the request, if any: a known topic the key may use."""
     topic = request.query.get("topic")
-    if topic is not None and topic not in context.catalog:
-        raise NotFound(f"no topic named {topic!r}", field="topic", code="topic_not_found")
+    if topic is not None:
+        if topic not in context.catalog:
+            raise NotFound(f"no topic named {topic!r}", field="topic", code="topic_not_found")
+        principal.check_topic(topic, field="topic")
     return topic
 
 
@@ -38,10 +41,11 @@ async def list_scheduled(request: web.Request) -> web.Response:
     """GET /scheduled[?topic=slug]: the tenant's scheduled events not yet delivered or cancelled."""
     context = request.app[CONTEXT]
     principal = authenticate(request)
-    topic = query_topic(context, request)
+    topic = query_topic(context, request, principal)
     mirror = mirror_of(context)
     await mirror.caught_up(context.settings.producer.publish_timeout_s)
-    return json_response(200, {"scheduled": [s.as_dict() for s in mirror.pending.of(principal.tenant, topic)]})
+    pending = [s.as_dict() for s in mirror.pending.of(principal.tenant, topic) if principal.may_use(s.topic)]
+    return json_response(200, {"scheduled": pending})
 
 
 async def cancel_scheduled(request: web.Request) -> web.Response:
@@ -49,14 +53,14 @@ async def cancel_scheduled(request: web.Request) -> web.Response:
     context = request.app[CONTEXT]
     principal = authenticate(request)
     event_id = request.match_info["event_id"]
-    topic = query_topic(context, request)
+    topic = query_topic(context, request, principal)
     mirror = mirror_of(context)
     await mirror.caught_up(context.settings.producer.publish_timeout_s)
     found = mirror.pending.find(principal.tenant, event_id, topic)
     if not found:
         raise NotFound(f"no scheduled event {event_id!r} is pending", field="event_id", code="scheduled_not_found")
     for scheduled in found:
-        principal.check_topic(scheduled.topic)
+        principal.check_topic(scheduled.topic, field="event_id")
     now = utcnow()
     cancellable = [s for s in found if s.send_at > now]
     if not cancellable:
@@ -84,7 +88,7 @@ async def create_wait_group(request: web.Request) -> web.Response:
     def known_topic(slug: str, field: str) -> None:
         if slug not in context.catalog:
             raise ValidationError(f"no topic named {slug!r}", field=field, code="topic_not_found")
-        principal.check_topic(slug)
+        principal.check_topic(slug, field=field)
 
     definition = parse_definition(body, new_group_id(), known_topic)
     command = Command(DEFINE, principal.tenant, definition.id, body=definition.as_dict())
@@ -104,6 +108,9 @@ async def group_of(context: Context, principal: Principal, group_id: str) -> Def
         group = mirror.groups.get((principal.tenant, group_id))
     if group is None:
         raise NotFound(f"no wait group {group_id!r}", field="group_id", code="wait_group_not_found")
+    # A key limited to topics may neither see nor start a group that waits on, or emits to, others.
+    for slug in (*group.expected, group.target_topic):
+        principal.check_topic(slug, field="group_id")
     return group
 
 

@@ -64,8 +64,7 @@ def _check_topic(principal: Principal, topic: str | None) -> None:
             field="topic",
             code="topic_forbidden",
         )
-    if topic not in principal.topics:
-        raise Forbidden(f"this API key may not read topic {topic!r}", field="topic", code="topic_forbidden")
+    principal.check_topic(topic, field="topic")
 
 
 def _readable(principal: Principal, sub: Subscription) -> bool:
