@@ -9,8 +9,7 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import unquote
 
-import orjson
-
+from app.core import json_text
 from app.core.envelope import Envelope
 from app.core.fields import identifier, json_type, require_object, timestamp
 from app.dialects.base import Dialect, Parsed, Rejection, Request
@@ -76,10 +75,7 @@ def batch(body: Any, request: Request) -> Parsed:
 def load_json(body: bytes) -> Any:
     if not body:
         raise MalformedBody("body is empty; expected JSON", field="body")
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise MalformedBody(f"body is not valid JSON: {exc}", field="body") from None
+    return json_text.loads(body)
 
 
 def binary_event(body: bytes, request: Request) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from aiohttp import web
 
 from app.avro.schemas import SchemaSet
 from app.catalog import Catalog
+from app.core import json_text
 from app.core.credentials import presented
 from app.core.dead_letter import DeadLetter
 from app.core.envelope import utcnow
@@ -159,10 +160,7 @@ def parse_json(request: web.Request, raw: bytes) -> object:
         )
     if not raw:
         raise MalformedBody("body is empty; expected a JSON object", field="body")
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise MalformedBody(f"body is not valid JSON: {exc}", field="body") from None
+    return json_text.loads(raw)
 
 
 async def read_json(request: web.Request) -> object:

@@ -1,0 +1,76 @@
+"""JSON bodies parsed once, with the limits that keep every later step exact: nesting depth and integer range."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import orjson
+
+from app.errors import MalformedBody, ValidationError
+
+# Deep enough for any real event; far below what the encoders downstream take (orjson writes at
+# most 254 levels, and an event's data sits a few levels deep inside the records Sluice writes).
+MAX_DEPTH = 64
+# orjson reads integers from -2^63 to 2^64 - 1 exactly and any other as a float, which would
+# change the number; such integers are refused instead.
+SMALLEST, LARGEST = -(2**63), 2**64 - 1
+
+
+def loads(raw: bytes | str, field: str = "body") -> Any:
+    """The JSON value of `raw`, refused with the field named if it is not JSON, too deep or inexact."""
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedBody(f"{field} is not valid JSON: {exc}", field=field) from None
+    if _needs_exact_integers(value, field):
+        _refuse_inexact_integers(json.loads(raw), field)
+    return value
+
+
+def _needs_exact_integers(value: Any, field: str) -> bool:
+    """Check the depth; True if a float there might have been an integer out of orjson's range."""
+    suspect = False
+    stack: list[tuple[Any, int, str]] = [(value, 1, "")]
+    while stack:
+        item, depth, path = stack.pop()
+        if isinstance(item, dict):
+            if depth > MAX_DEPTH:
+                raise _too_deep(path or field)
+            stack.extend((child, depth + 1, _member(path, key)) for key, child in item.items())
+        elif isinstance(item, list):
+            if depth > MAX_DEPTH:
+                raise _too_deep(path or field)
+            stack.extend((child, depth + 1, f"{path}[{n}]") for n, child in enumerate(item))
+        elif isinstance(item, float) and item.is_integer() and not SMALLEST < item < LARGEST:
+            # Rounded to a float, -2^63 - 1 is -2^63: the bounds themselves are suspect too.
+            suspect = True
+    return suspect
+
+
+def _refuse_inexact_integers(value: Any, field: str) -> None:
+    """`value` as the standard library reads it (integers exact): refuse the first out of range."""
+    stack: list[tuple[Any, str]] = [(value, "")]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, dict):
+            stack.extend((child, _member(path, key)) for key, child in item.items())
+        elif isinstance(item, list):
+            stack.extend((child, f"{path}[{n}]") for n, child in enumerate(item))
+        elif isinstance(item, int) and not isinstance(item, bool) and not SMALLEST <= item <= LARGEST:
+            raise ValidationError(
+                f"integer {item} is outside -2^63..2^64-1 and would not be kept exactly; send it as a string",
+                field=path or field,
+                code="validation.integer_range",
+            )
+
+
+def _member(path: str, key: str) -> str:
+    """The field name of `key` inside `path`, as errors name fields: `data.items[2].price`."""
+    return f"{path}.{key}" if path else key
+
+
+def _too_deep(path: str) -> ValidationError:
+    return ValidationError(
+        f"nests more than {MAX_DEPTH} levels of objects and arrays", field=path, code="validation.too_deep"
+    )
