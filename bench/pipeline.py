@@ -94,7 +94,7 @@ async def drive_steady(http: Http, rate: float, seconds: float, prefix: str) -> 
         start = sent[event_id] = due
         try:
             status, answer = await http.post("/topics/orders/events", body, headers)
-            if status != 200:
+            if status != 201:
                 failures.append(f"{status} {answer[:300]!r}")
                 del sent[event_id]
         except ConnectionError as exc:

@@ -33,7 +33,7 @@ async def post(stack: Stack, body: dict[str, Any], idempotency_key: str | None =
         aiohttp.ClientSession() as http,
         http.post(f"{stack.url}/topics/orders/events", json=body, headers=headers) as response,
     ):
-        assert response.status == 200, await response.text()
+        assert response.status == 201, await response.text()
         result: dict[str, Any] = await response.json()
         return result
 

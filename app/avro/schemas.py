@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import struct
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -40,17 +40,20 @@ class Schema:
     timestamps: tuple[str, ...] = ()
     # `plain` compiled to Python (app/codec.py): a third of fastavro's time to write an effect.
     codec: Codec | None = None
+    # Earlier versions of the schema, by fingerprint: see _earlier_versions.
+    earlier: Mapping[bytes, Any] = field(default_factory=dict)
 
     @classmethod
     def of(cls, name: str, declared: Any) -> Schema:
         parsed = fastavro.parse_schema(declared)
         timestamps = _top_level_timestamps(declared)
         if timestamps is None:
-            return cls(name, parsed, fingerprint_of(parsed), parsed, ())
+            return cls(name, parsed, fingerprint_of(parsed), parsed, (), earlier=_earlier_versions(declared, False))
         plain = _without_logical_types(declared)
         fingerprint = fingerprint_of(parsed)
         codec = compile_codec(plain, prefix=MARKER + fingerprint)
-        return cls(name, parsed, fingerprint, fastavro.parse_schema(plain), timestamps, codec)
+        earlier = _earlier_versions(declared, True)
+        return cls(name, parsed, fingerprint, fastavro.parse_schema(plain), timestamps, codec, earlier)
 
     def encode(self, record: Mapping[str, Any]) -> bytes:
         # Copied only when a timestamp is a datetime: the worker's effects carry milliseconds already.
@@ -73,16 +76,21 @@ class Schema:
         return out.getvalue()
 
     def decode(self, data: bytes) -> dict[str, Any]:
+        writer = None  # the schema the record was written with, when it is an earlier version of this one
         if data[:2] != MARKER or data[2:HEADER_SIZE] != self.fingerprint:
-            raise SchemaError(f"record is not single-object encoded with schema {self.name}")
+            writer = self.earlier.get(bytes(data[2:HEADER_SIZE])) if data[:2] == MARKER else None
+            if writer is None:
+                raise SchemaError(f"record is not single-object encoded with schema {self.name}")
         record: Any = None
-        if self.codec is not None:
+        if self.codec is not None and writer is None:
             try:
                 record = self.codec.decode(bytes(data), HEADER_SIZE)
             except _LEFT_TO_FASTAVRO:  # not contextlib.suppress: a context manager costs per record
                 record = None  # fastavro reads it, or says what is wrong with it
         try:
-            if record is None:
+            if writer is not None:  # Avro's schema resolution gives the fields it lacks their defaults
+                record = fastavro.schemaless_reader(io.BytesIO(data[HEADER_SIZE:]), writer, self.plain)
+            elif record is None:
                 record = fastavro.schemaless_reader(io.BytesIO(data[HEADER_SIZE:]), self.plain, None)
             if not isinstance(record, dict):
                 raise SchemaError(f"schema {self.name} is not a record schema")
@@ -115,6 +123,26 @@ def _top_level_timestamps(declared: Any) -> tuple[str, ...] | None:
     return tuple(names)
 
 
+def _earlier_versions(declared: Any, strip: bool) -> dict[bytes, Any]:
+    """The record schema without some of its trailing fields that have defaults, parsed, by fingerprint.
+
+    A schema grows by appending fields with defaults. A record written before carries the
+    fingerprint of the shorter schema, and still decodes: Avro resolves each missing field to
+    its default. `strip`: read with the logical types stripped, as `plain` is.
+    """
+    if not isinstance(declared, dict) or declared.get("type") != "record":
+        return {}
+    fields = declared["fields"]
+    versions: dict[bytes, Any] = {}
+    cut = len(fields)
+    while cut > 0 and "default" in fields[cut - 1]:
+        cut -= 1
+        version = {**declared, "fields": fields[:cut]}
+        writer = _without_logical_types(version) if strip else version
+        versions[fingerprint_of(fastavro.parse_schema(version))] = fastavro.parse_schema(writer)
+    return versions
+
+
 def _without_logical_types(declared: Any) -> Any:
     if isinstance(declared, dict):
         return {key: _without_logical_types(value) for key, value in declared.items() if key != "logicalType"}
@@ -134,7 +162,8 @@ class SchemaSet:
 
     def __init__(self, schemas: Mapping[str, Schema]) -> None:
         self._by_name = dict(schemas)
-        self._by_fingerprint = {s.fingerprint: s for s in schemas.values()}
+        earlier = {fingerprint: s for s in schemas.values() for fingerprint in s.earlier}
+        self._by_fingerprint = earlier | {s.fingerprint: s for s in schemas.values()}
 
     @classmethod
     def load(cls, folder: Path) -> SchemaSet:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 from app.core.fields import json_type, reject_unknown, require_object
+from app.core.instants import epoch_ms, from_epoch_ms
 from app.errors import ValidationError
 
 NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
@@ -54,10 +56,14 @@ class Subscription:
     topic: str | None = None  # topic slug; required for events, an optional filter for effects
     filter: Filter = field(default_factory=Filter)
     url: str | None = None  # set: the dispatcher POSTs each matching record here
-    secret: str | None = None  # HMAC key of the webhook signature
+    # The webhook signing secret. Secrets are left out of equality: a rotation keeps the subscription the same.
+    secret: str | None = field(default=None, compare=False)
     declared: bool = False  # from a topic file: read-only over HTTP
     # When it was created (Kafka timestamp, ms): webhooks get only records written since.
     created_ms: int = 0
+    # The secret before the last rotation: deliveries are signed with it as well until previous_secret_until.
+    previous_secret: str | None = field(default=None, compare=False)
+    previous_secret_until: datetime | None = field(default=None, compare=False)
 
     @property
     def key(self) -> str:
@@ -102,6 +108,9 @@ class Subscription:
             "effect_kinds": sorted(self.filter.effect_kinds),
             "url": self.url,
             "secret": self.secret,
+            "previous_secret": self.previous_secret,
+            "previous_secret_until": self.previous_secret_until,
+            "created_at": from_epoch_ms(self.created_ms) if self.created_ms else None,
         }
 
     @classmethod
@@ -116,6 +125,10 @@ class Subscription:
             ),
             url=record["url"],
             secret=record["secret"],
+            # Absent from records written by a schema without them: no rotation, created at the record's time.
+            previous_secret=record.get("previous_secret"),
+            previous_secret_until=record.get("previous_secret_until"),
+            created_ms=epoch_ms(record["created_at"]) if record.get("created_at") is not None else 0,
         )
 
 

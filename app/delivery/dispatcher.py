@@ -168,7 +168,8 @@ async def run(settings: Settings) -> int:
     registry = Registry.of(deployment)
     await registry.start()
     try:
-        async with sending(settings.delivery) as sender:
+        # Each attempt signs with the secrets in force then, should the subscription's be rotated meanwhile.
+        async with sending(settings.delivery, current=lambda sub: registry.get(sub.tenant, sub.name) or sub) as sender:
             dispatcher = Dispatcher(settings, deployment.topology, deployment.schemas, registry, sender)
             log.info("delivering to webhooks")
             await dispatcher.run(stop)

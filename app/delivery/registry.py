@@ -8,6 +8,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Iterable
+from datetime import datetime
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
@@ -107,6 +108,24 @@ class Registry:
             )
         await self._write(sub.key, None)
 
+    async def rotate(self, tenant: str, name: str, secret: str, previous_until: datetime) -> Subscription:
+        """Give a webhook subscription a new secret; the one it replaces still signs until `previous_until`."""
+        await self.sync()  # the secret it replaces is the latest, wherever that was set
+        sub = self.get(tenant, name)
+        if sub is None:
+            raise NotFound(f"no subscription named {name!r}", field="name", code="subscription_not_found")
+        if sub.declared:
+            raise Conflict(
+                f"subscription {name!r} is declared in a topic file; change the secret in its secret_env",
+                field="name",
+                code="subscription_declared",
+            )
+        rotated = dataclasses.replace(
+            sub, secret=secret, previous_secret=sub.secret, previous_secret_until=previous_until
+        )
+        await self._write(sub.key, self._schema.encode(rotated.to_record()))
+        return rotated
+
     async def _write(self, key: str, value: bytes | None) -> None:
         if self._producer is None:
             self._producer = AIOKafkaProducer(bootstrap_servers=self._bootstrap, acks="all", enable_idempotence=True)
@@ -152,6 +171,7 @@ class Registry:
             return
         try:
             sub = Subscription.from_record(self._schema.decode(value))
-            self._created[key] = dataclasses.replace(sub, created_ms=timestamp)
+            # A record rewritten by a rotation keeps the creation time it carries.
+            self._created[key] = dataclasses.replace(sub, created_ms=sub.created_ms or timestamp)
         except SchemaError:
             log.warning("undecodable subscription %s skipped", key)

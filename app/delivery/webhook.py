@@ -11,6 +11,7 @@ import socket
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -22,9 +23,10 @@ from app.core.subscription import Subscription
 from app.delivery.backoff import Backoff
 from app.delivery.destination import Destinations, literal
 from app.delivery.payload import dumps, record_json
-from app.delivery.signature import HEADER, delivery_id, sign
+from app.delivery.signature import delivery_id, headers, signing_secrets
 from app.settings import DeliverySettings
 
+# The delivery id again, as webhook-id carries it: receivers that dedupe on this header keep doing so.
 DELIVERY_HEADER = "Sluice-Delivery-Id"
 
 
@@ -44,13 +46,18 @@ def body_of(sub: Subscription, topic: str, partition: int, offset: int, record: 
 
 
 @asynccontextmanager
-async def sending(settings: DeliverySettings) -> AsyncIterator[Sender]:
-    """A Sender with the deployment's retry settings, that reaches only the destinations it permits."""
+async def sending(
+    settings: DeliverySettings, current: Callable[[Subscription], Subscription] | None = None
+) -> AsyncIterator[Sender]:
+    """A Sender with the deployment's retry settings, that reaches only the destinations it permits.
+
+    `current` gives a subscription as it is now, so that each attempt signs with the secrets in force.
+    """
     destinations = Destinations(settings.private_networks)
     connector = aiohttp.TCPConnector(resolver=GuardedResolver(destinations))
     async with aiohttp.ClientSession(connector=connector) as session:
         backoff = Backoff(settings.backoff_base_s, settings.backoff_max_s, settings.retry_s)
-        yield Sender(session, backoff, settings.timeout_s, destinations=destinations)
+        yield Sender(session, backoff, settings.timeout_s, destinations=destinations, current=current)
 
 
 class GuardedResolver(AbstractResolver):
@@ -89,8 +96,11 @@ class Sender:
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
         destinations: Destinations | None = None,
+        current: Callable[[Subscription], Subscription] | None = None,
     ) -> None:
         self._session = session
+        # A delivery retried across a secret rotation is signed with the new secret from then on.
+        self._current = current or (lambda sub: sub)
         self._destinations = destinations or Destinations()
         self._backoff = backoff
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
@@ -99,20 +109,24 @@ class Sender:
 
     async def attempt(self, sub: Subscription, delivery: str, body: bytes) -> str | None:
         """One POST; None if the receiver answered 2xx, else why not."""
+        fresh = self._current(sub)
+        if fresh == sub:  # the same subscription (equality leaves secrets out), perhaps with a rotated secret
+            sub = fresh
         assert sub.url is not None and sub.secret is not None  # only webhook subscriptions get here
         host = urlsplit(sub.url).hostname or ""
         if literal(host):  # aiohttp connects to an address without asking the resolver
             refusal = self._destinations.refusal(host, [host])
             if refusal is not None:
                 return refusal
-        headers = {
+        now = time.time()
+        sent = {
             "Content-Type": "application/json",
-            HEADER: sign(sub.secret, int(time.time()), body),
+            **headers(signing_secrets(sub, datetime.fromtimestamp(now, UTC)), delivery, int(now), body),
             DELIVERY_HEADER: delivery,
             "User-Agent": "sluice-webhooks",
         }
         try:
-            async with self._session.post(sub.url, data=body, headers=headers, timeout=self._timeout) as response:
+            async with self._session.post(sub.url, data=body, headers=sent, timeout=self._timeout) as response:
                 await response.read()
                 return None if 200 <= response.status < 300 else f"HTTP {response.status}"
         except TimeoutError:

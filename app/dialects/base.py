@@ -65,6 +65,8 @@ class Dialect:
     respond: Callable[[Parsed], tuple[int, Any]]
     # The body of a whole-request refusal (the status is the error's).
     error_body: Callable[[RequestError], Any] = default_error_body
+    # The body of a refused credential (401); a dialect whose clients read their own error shape sets it.
+    auth_error_body: Callable[[RequestError], Any] = default_error_body
     max_body_bytes: int | None = None  # below the server-wide cap, where the dialect documents one
     raw_body: bool = False  # parse gets the body's bytes, not its JSON (CloudEvents binary mode)
     # Dialects that answer with the rules' effects: the answer, given the Effect records

@@ -90,11 +90,22 @@ def binary_event(body: bytes, request: Request) -> dict[str, Any]:
                 "the data travels in the body in binary mode, not in a header", field=name, code="validation.unknown"
             )
         attributes[name] = unquote(value)  # the HTTP binding percent-encodes header values
-    # In binary mode datacontenttype is the Content-Type header itself.
-    attributes["datacontenttype"] = request.headers.get("content-type", request.content_type)
+    # In binary mode datacontenttype is the Content-Type header itself; without the header it is absent.
+    content_type = request.headers.get("content-type") or None
+    if content_type is not None:
+        attributes["datacontenttype"] = content_type
     if body:
-        attributes.update(binary_data(body, request.content_type))
+        attributes.update(binary_data(body, request.content_type) if content_type else untyped_data(body))
     return attributes
+
+
+def untyped_data(body: bytes) -> dict[str, Any]:
+    """Data sent without a Content-Type, as the CloudEvents SDKs send JSON-serialisable data: JSON if it
+    parses as JSON, else bytes, kept as data_base64."""
+    try:
+        return {"data": load_json(body)}
+    except MalformedBody:
+        return {"data_base64": base64.b64encode(body).decode("ascii")}
 
 
 def binary_data(body: bytes, media_type: str) -> dict[str, Any]:

@@ -19,7 +19,8 @@ def parse(body: Any, request: Request) -> Parsed:
 
 def respond(parsed: Parsed) -> tuple[int, Any]:
     ((_, accepted),) = parsed.accepted
-    return 200, {"id": accepted.id}
+    # 201: the vendor's SDKs (Python and Go) refuse any other status, whatever its spec says.
+    return 201, {"id": accepted.id}
 
 
 def event(body: Any, request: Request) -> Envelope:

@@ -63,27 +63,40 @@ def parse(body: Any, request: Request) -> Parsed:
 
 def event(raw: Any, index: int, sent_at: datetime, request: Request) -> Envelope:
     """Validate one call of the batch, correct its clock skew and map it onto the envelope."""
-    size = len(orjson.dumps(raw))
-    if size > MAX_EVENT_BYTES:
-        raise ValidationError(
-            f"is {size} bytes, more than the {MAX_EVENT_BYTES} allowed per event",
-            field=f"batch[{index}]",
-            code="validation.too_large",
-        )
-    body = require_object(raw, "event")
-    unknown = sorted(set(body) - EVENT_FIELDS)
-    if unknown:
-        raise ValidationError(
-            f"unknown field; allowed: {', '.join(sorted(EVENT_FIELDS))}", field=unknown[0], code="validation.unknown"
-        )
-
+    body = checked(raw, f"batch[{index}]", EVENT_FIELDS)
     call = call_type(body.get("type"))
     for field in ("messageId", "timestamp", "context"):
         if body.get(field) is None:
             raise ValidationError("is required", field=field, code="validation.required")
-    message_id = identifier(body["messageId"], "messageId")
-    original = timestamp(body["timestamp"], "timestamp", require_offset=False)
-    context = require_object(body["context"], "context")
+    return mapped(body, call, sent_at, request)
+
+
+def checked(raw: Any, label: str, allowed: frozenset[str]) -> dict[str, Any]:
+    """One call: within Segment's per-event size, a JSON object, no field outside `allowed`."""
+    size = len(orjson.dumps(raw))
+    if size > MAX_EVENT_BYTES:
+        raise ValidationError(
+            f"is {size} bytes, more than the {MAX_EVENT_BYTES} allowed per event",
+            field=label,
+            code="validation.too_large",
+        )
+    body = require_object(raw, "event")
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise ValidationError(
+            f"unknown field; allowed: {', '.join(sorted(allowed))}", field=unknown[0], code="validation.unknown"
+        )
+    return body
+
+
+def mapped(body: dict[str, Any], call: str, sent_at: datetime | None, request: Request) -> Envelope:
+    """Map one call onto the envelope. `messageId` is required; without `timestamp` the call happened on
+    arrival, and without `sent_at` its timestamp is taken as it is (no clock-skew correction)."""
+    message_id = identifier(body.get("messageId"), "messageId")
+    original = (
+        None if body.get("timestamp") is None else timestamp(body["timestamp"], "timestamp", require_offset=False)
+    )
+    context = {} if body.get("context") is None else require_object(body["context"], "context")
     user_id = None if body.get("userId") is None else identifier(body["userId"], "userId")
     anonymous_id = None if body.get("anonymousId") is None else identifier(body["anonymousId"], "anonymousId")
     owner = user_id if user_id is not None else anonymous_id
@@ -111,12 +124,19 @@ def event(raw: Any, index: int, sent_at: datetime, request: Request) -> Envelope
     if user_id is not None:
         data["userId"] = user_id
 
-    # Segment's clock-skew correction: trust the device only for the gap between the event and its sending.
-    occurred_at = request.received_at - (sent_at - original)
-    if occurred_at > request.received_at + MAX_FUTURE:
-        raise ValidationError("is more than 24 h in the future", field="timestamp", code="validation.future")
-
-    metadata: dict[str, Any] = {"context": context, "originalTimestamp": body["timestamp"]}
+    metadata: dict[str, Any] = {"context": context}
+    occurred_at = request.received_at
+    if original is not None:
+        # Segment's clock-skew correction: trust the device only for the gap between the event and its sending.
+        try:
+            occurred_at = original if sent_at is None else request.received_at - (sent_at - original)
+        except OverflowError:  # sentAt and timestamp centuries apart: the correction leaves the calendar
+            raise ValidationError(
+                "is too far from sentAt to correct for clock skew", field="timestamp", code="validation.range"
+            ) from None
+        if occurred_at > request.received_at + MAX_FUTURE:
+            raise ValidationError("is more than 24 h in the future", field="timestamp", code="validation.future")
+        metadata["originalTimestamp"] = body["timestamp"]
     if body.get("integrations") is not None:
         metadata["integrations"] = require_object(body["integrations"], "integrations")
 
@@ -135,11 +155,11 @@ def event(raw: Any, index: int, sent_at: datetime, request: Request) -> Envelope
     )
 
 
-def call_type(value: Any) -> str:
+def call_type(value: Any, allowed: tuple[str, ...] = CALL_TYPES) -> str:
     if value is None:
         raise ValidationError("is required", field="type", code="validation.required")
-    if not isinstance(value, str) or value not in CALL_TYPES:
-        raise ValidationError(f"must be one of {', '.join(CALL_TYPES)}", field="type", code="validation.enum")
+    if not isinstance(value, str) or value not in allowed:
+        raise ValidationError(f"must be one of {', '.join(allowed)}", field="type", code="validation.enum")
     return value
 
 

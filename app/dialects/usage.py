@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import timedelta
 from typing import Any
 
@@ -71,11 +72,34 @@ def respond(parsed: Parsed) -> tuple[int, Any]:
 
 
 def invalid(rejection: Rejection) -> dict[str, Any]:
+    """The event as sent and why it was refused: `{"event", "error"}`, the shape the vendor's SDKs parse."""
     error = rejection.error
     message = error.message if error.field is None else f"{error.field}: {error.message}"
-    if isinstance(rejection.event, dict):
-        return {**rejection.event, "error": message}
     return {"event": rejection.event, "error": message}
 
 
+def respond_dry_run(parsed: Parsed) -> tuple[int, Any]:
+    """What `respond` answers, plus the vendor's dry-run list `events`, which its SDKs require.
+
+    Each accepted event is listed as it would be recorded. Sluice keeps no customers and no
+    meters, so `matchedCustomer` is left out and `meterWithValues` is empty.
+    """
+    status, body = respond(parsed)
+    return status, {**body, "events": [_dry_run_event(event) for _, event in parsed.accepted]}
+
+
+def _dry_run_event(event: Envelope) -> dict[str, Any]:
+    recorded = {
+        "name": event.type,
+        "timestamp": event.occurred_at.isoformat().replace("+00:00", "Z"),
+        "customerAlias": event.user_id,
+        "ref": event.id,
+        "data": event.data,
+        # The vendor's account ids are 24 hex digits; a stable one derived from the tenant stands in.
+        "accountId": hashlib.sha256(event.tenant.encode()).hexdigest()[:24],
+    }
+    return {"event": recorded, "meterWithValues": []}
+
+
 DIALECT = Dialect(NAME, parse, respond, max_body_bytes=MAX_BODY_BYTES)
+DRY_RUN = Dialect(NAME, parse, respond_dry_run, max_body_bytes=MAX_BODY_BYTES)

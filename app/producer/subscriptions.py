@@ -6,12 +6,14 @@ import asyncio
 import socket
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 from aiohttp import web
 from aiokafka.errors import KafkaError
 from orjson import Fragment
 
+from app.core.fields import is_count
 from app.core.subscription import Filter, Subscription, parse_subscription
 from app.core.tenants import Principal
 from app.delivery import cursor
@@ -19,7 +21,7 @@ from app.delivery.destination import Destinations, literal
 from app.delivery.parking import replay_parked
 from app.delivery.reader import DecodedCache, StreamReader
 from app.delivery.registry import Registry
-from app.delivery.signature import new_secret
+from app.delivery.signature import PREVIOUS_SECRET_OVERLAP, new_secret
 from app.errors import Forbidden, NotFound, Unavailable, ValidationError
 from app.producer.http import CONTEXT, Context, authenticate, json_response, not_kept, read_json
 
@@ -42,6 +44,7 @@ def add_routes(app: web.Application) -> None:
         ("GET", "/subscriptions/{name}/stream", stream),
         ("GET", "/subscriptions/{name}/events", pull),
         ("POST", "/subscriptions/{name}/replay", replay),
+        ("POST", "/subscriptions/{name}/rotate-secret", rotate_secret),
         ("GET", "/effects/stream", effects_stream),
     ):
         app.router.add_route(method, path, not_kept(handler))
@@ -150,6 +153,20 @@ async def replay(request: web.Request) -> web.Response:
     if sub.url is None:
         raise ValidationError("not a webhook subscription: nothing is ever parked", field="name", code="not_a_webhook")
     return json_response(200, await replay_parked(context.deployment, sub))
+
+
+async def rotate_secret(request: web.Request) -> web.Response:
+    """POST /subscriptions/{name}/rotate-secret: a new signing secret, shown this once; the old one signs for 24 h."""
+    context = request.app[CONTEXT]
+    principal = authenticate(request)
+    sub = await _find(context, principal, request.match_info["name"])
+    if sub.url is None:
+        raise ValidationError("not a webhook subscription: it has no secret", field="name", code="not_a_webhook")
+    until = (datetime.now(UTC) + PREVIOUS_SECRET_OVERLAP).replace(microsecond=0)
+    rotated = await _registry(context).rotate(sub.tenant, sub.name, new_secret(), until)
+    return json_response(
+        200, {**rotated.public(), "secret": rotated.secret, "previous_secret_until": until.isoformat()}
+    )
 
 
 async def stream(request: web.Request) -> web.StreamResponse:
@@ -294,6 +311,6 @@ async def pull(request: web.Request) -> web.Response:
 def _limit(text: str | None) -> int:
     if text is None:
         return PULL_LIMIT
-    if not text.isdigit() or not 1 <= int(text) <= PULL_MAX_LIMIT:
+    if not is_count(text) or not 1 <= int(text) <= PULL_MAX_LIMIT:
         raise ValidationError(f"must be an integer from 1 to {PULL_MAX_LIMIT}", field="limit", code="validation.range")
     return int(text)

@@ -106,7 +106,7 @@ async def post(http: aiohttp.ClientSession, stack: Stack, key: str, envelope: En
         "metadata": {"type": envelope.type, "occurred_at": envelope.occurred_at.isoformat()},
     }
     async with http.post(f"{stack.url}/topics/shop/events", json=body, headers={"X-API-Key": key}) as response:
-        assert response.status == 200, await response.text()
+        assert response.status == 201, await response.text()
 
 
 async def get(

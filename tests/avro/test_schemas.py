@@ -3,6 +3,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import fastavro
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -10,6 +11,7 @@ from hypothesis import strategies as st
 from app.avro.schemas import MARKER, SchemaSet, fingerprint_of
 from app.core.envelope import Envelope
 from app.core.instants import EPOCH
+from app.core.subscription import Subscription
 from app.errors import ConfigError, SchemaError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -142,3 +144,29 @@ def test_other_logical_types_are_left_to_fastavro(tmp_path: Path) -> None:
     assert schema.timestamps == () and schema.plain is schema.parsed
     record = schema.decode(schema.encode({"at": AT, "on": date(2026, 11, 23)}))
     assert record == {"at": AT, "on": date(2026, 11, 23)}
+
+
+def test_a_record_written_before_trailing_fields_with_defaults_were_appended_still_decodes() -> None:
+    """Subscription records of the schema without the rotation fields: those fields take their defaults."""
+    declared = orjson.loads((REPO / "schemas" / "subscription.avsc").read_bytes())
+    names = [spec["name"] for spec in declared["fields"]]
+    shorter = fastavro.parse_schema({**declared, "fields": declared["fields"][: names.index("secret") + 1]})
+    record = {
+        "tenant": "acme",
+        "name": "hook",
+        "stream": "events",
+        "topic": "orders",
+        "event_types": [],
+        "users": ["u1"],
+        "effect_kinds": [],
+        "url": "https://example.com/hook",
+        "secret": "whsec_c2VjcmV0",
+    }
+    out = io.BytesIO()
+    out.write(MARKER + fingerprint_of(shorter))
+    fastavro.schemaless_writer(out, shorter, record)
+    decoded = SCHEMAS["subscription"].decode(out.getvalue())
+    assert decoded == {**record, "previous_secret": None, "previous_secret_until": None, "created_at": None}
+    assert SCHEMAS.decode(out.getvalue()) == ("subscription", decoded)
+    sub = Subscription.from_record(decoded)
+    assert (sub.secret, sub.previous_secret, sub.created_ms) == ("whsec_c2VjcmV0", None, 0)

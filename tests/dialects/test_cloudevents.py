@@ -305,3 +305,59 @@ def test_dedupe_ids_of_different_source_and_id_pairs_never_meet() -> None:
     assert cloudevents.dedupe_id("a#b", "c") != cloudevents.dedupe_id("a", "b#c")
     assert cloudevents.dedupe_id("a%23", "c") != cloudevents.dedupe_id("a#", "c")
     assert cloudevents.dedupe_id("/shop", "1") == "/shop#1"
+
+
+# --- binary mode without a Content-Type, as the CloudEvents SDKs send JSON-serialisable data ----------------
+
+
+def untyped(body: bytes, headers: dict[str, str] | None = None, received_at: datetime = NOW) -> Parsed:
+    """A binary-mode request with no Content-Type header; aiohttp then reports application/octet-stream."""
+    return cloudevents.parse(
+        body,
+        Request(
+            tenant="dev",
+            topic="github",
+            received_at=received_at,
+            headers=headers if headers is not None else BINARY_HEADERS,
+            content_type="application/octet-stream",
+        ),
+    )
+
+
+def test_untyped_json_object_data_is_an_object_and_no_datacontenttype_is_made_up() -> None:
+    envelope = single(untyped(b'{"number": 123, "pr": {"merged": true}}'))
+    assert envelope.data == {"number": 123, "pr": {"merged": True}}
+    assert "datacontenttype" not in envelope.metadata
+
+
+@pytest.mark.parametrize(("body", "data"), [(b'"hello"', "hello"), (b"42", 42), (b"[1, 2]", [1, 2])])
+def test_untyped_json_values_are_json(body: bytes, data: Any) -> None:
+    assert single(untyped(body)).data == {"data": data}
+
+
+@pytest.mark.parametrize("body", [b"\x00\xff", b"hello", b"{nope"])
+def test_untyped_bytes_that_are_not_json_keep_base64(body: bytes) -> None:
+    assert single(untyped(body)).data == {"data_base64": base64.b64encode(body).decode()}
+
+
+def test_untyped_json_too_deep_is_refused_naming_the_field() -> None:
+    with pytest.raises(ValidationError) as caught:
+        untyped(b"[" * 100 + b"]" * 100)
+    assert caught.value.code == "validation.too_deep"
+
+
+def test_the_sdks_binary_mode_without_datacontenttype() -> None:
+    """What cloudevents 2.2.0 sends for dict data, from both of its APIs, parses with data as an object."""
+    from cloudevents.core.bindings.http import to_binary_event
+    from cloudevents.core.v1.event import CloudEvent
+    from cloudevents.v1.conversion import to_binary
+    from cloudevents.v1.http import CloudEvent as LegacyCloudEvent
+
+    attributes = {"type": "com.example.signup", "source": "/shop", "subject": "user-1"}
+    message = to_binary_event(CloudEvent(dict(attributes), {"plan": "pro"}))  # CloudEvent fills in the dict
+    legacy_headers, legacy_body = to_binary(LegacyCloudEvent(dict(attributes), {"plan": "pro"}))
+    for headers, body in ((message.headers, message.body), (legacy_headers, legacy_body)):
+        assert "content-type" not in {name.lower() for name in headers}
+        lower = {name.lower(): value for name, value in headers.items()}
+        envelope = single(untyped(body, lower, received_at=datetime.now(UTC)))  # the SDK sets time to now
+        assert (envelope.type, envelope.user_id, envelope.data) == ("com.example.signup", "user-1", {"plan": "pro"})

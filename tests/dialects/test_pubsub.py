@@ -19,9 +19,9 @@ def parse(body: Any, key: str | None = None) -> Envelope:
     return event
 
 
-def test_answer_is_the_event_id() -> None:
+def test_answer_is_201_with_the_event_id() -> None:
     request = Request(tenant="dev", topic="orders", received_at=NOW, headers={"idempotency-key": "k1"})
-    assert pubsub.respond(pubsub.parse({"data": {"user_id": "u"}}, request)) == (200, {"id": "k1"})
+    assert pubsub.respond(pubsub.parse({"data": {"user_id": "u"}}, request)) == (201, {"id": "k1"})
 
 
 def test_maps_a_full_request_onto_the_envelope() -> None:

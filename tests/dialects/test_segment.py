@@ -261,3 +261,10 @@ def test_sent_at_without_offset_is_utc() -> None:
     parsed = parse({"batch": [SEED_EVENT], "sentAt": "2025-01-15T10:30:05"})
     ((_, event),) = parsed.accepted
     assert event.occurred_at == NOW - timedelta(seconds=5)
+
+
+def test_a_clock_skew_correction_that_leaves_the_calendar_is_refused_naming_the_timestamp() -> None:
+    event = call("track", event="x", timestamp="0001-01-01T00:00:00Z")
+    parsed = parse({"batch": [event], "sentAt": "9999-12-31T00:00:00Z"})
+    ((_, error),) = [(r.index, r.error) for r in parsed.rejected]
+    assert (error.field, error.code) == ("timestamp", "validation.range")

@@ -75,8 +75,8 @@ def test_partial_acceptance() -> None:
     assert status == 200
     assert body["validEvents"] == [SEED_EVENT]
     assert body["invalidEvents"] == [
-        {**missing_ref, "error": "ref: is required"},
-        {**bad_alias, "error": "customerAlias: must be a string, got array"},
+        {"event": missing_ref, "error": "ref: is required"},
+        {"event": bad_alias, "error": "customerAlias: must be a string, got array"},
     ]
 
 

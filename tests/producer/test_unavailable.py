@@ -33,7 +33,7 @@ async def test_503_with_retry_after_once_the_broker_is_gone(tmp_path: Path) -> N
             async with http.post(
                 stack.url + "/topics/orders/events", json=body, headers={"X-API-Key": "k"}
             ) as response:
-                assert response.status == 200
+                assert response.status == 201
             broker.stop()
             async with http.post(
                 stack.url + "/topics/orders/events", json=body, headers={"X-API-Key": "k"}

@@ -73,7 +73,7 @@ def order(user: str, **fields: Any) -> dict[str, Any]:
 
 async def publish(stack: Stack, topic: str, body: dict[str, Any], *, key: str = KEY) -> str:
     status, answer = await call(stack, "POST", f"/topics/{topic}/events", body, key=key)
-    assert status == 200, answer
+    assert status == 201, answer
     event_id: str = answer["id"]
     return event_id
 
@@ -225,7 +225,7 @@ async def test_a_wait_group_completes_once_in_any_order_and_times_out_otherwise(
     status, _ = await call(
         stack, "POST", "/topics/orders/events", order("b", wait_group_instance_id=done), **{"Idempotency-Key": first}
     )
-    assert status == 200
+    assert status == 201
     await publish(stack, "orders", order("c", wait_group_instance_id=left))
     second = await publish(stack, "orders", order("d", wait_group_instance_id=done))
 
@@ -252,7 +252,7 @@ async def test_an_ended_instance_is_deleted_after_its_retention(stack: Stack) ->
     group = await new_group(stack, timeout_s=1)
     instance = await new_instance(stack, group)
     status, _ = await call(stack, "POST", "/topics/orders/events", order("y", wait_group_instance_id=instance))
-    assert status == 200
+    assert status == 201
     key = f"acme:{instance}".encode()
 
     def deleted(messages: list[Any]) -> bool:

@@ -90,6 +90,6 @@ async def post(stack: Stack, body: dict[str, Any]) -> str:
         aiohttp.ClientSession() as http,
         http.post(f"{stack.url}/topics/orders/events", json=body, headers={"X-API-Key": "hup"}) as response,
     ):
-        assert response.status == 200
+        assert response.status == 201
         event_id: str = (await response.json())["id"]
         return event_id
