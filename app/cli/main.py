@@ -24,6 +24,7 @@ def _parser() -> argparse.ArgumentParser:
     kafka.add_argument("--port", type=int, help="listener port (SLUICE_KAFKA_PORT, default 9092)")
     kafka.add_argument("--data-dir", type=Path, help="log dir, reused across starts (SLUICE_KAFKA_DATA_DIR)")
     kafka.add_argument("--fetch-only", action="store_true", help="fetch and cache the jars, then exit")
+    kafka.add_argument("--nodes", type=int, default=1, help="KRaft nodes, on consecutive ports (default 1)")
     producer = commands.add_parser("producer", help="run the HTTP producer")
     producer.add_argument("--port", type=int, help="HTTP port (SLUICE_PRODUCER_PORT, default 8080)")
     producer.add_argument("--processes", type=int, help="processes sharing the port (SLUICE_PRODUCER_PROCESSES)")
@@ -109,7 +110,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         if args.fetch_only:
             print(launcher.ensure_jars(settings.kafka.home))
             return 0
-        return launcher.serve(settings)
+        return launcher.serve(settings, nodes=args.nodes)
     if args.command == "producer":
         from app.cli.supervisor import producers
         from app.producer.app import serve

@@ -1,4 +1,4 @@
-"""A real Apache Kafka broker without Docker: jars from Maven Central, single-node KRaft, run by `java`."""
+"""Real Apache Kafka without Docker: jars from Maven Central, KRaft nodes (one, or a small cluster) run by `java`."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
@@ -231,8 +232,10 @@ else:
 
 
 class LocalBroker:
-    """One single-node KRaft broker (broker and controller in one JVM) on 127.0.0.1.
+    """One KRaft node (broker and controller in one JVM) on 127.0.0.1: a single-node cluster by default.
 
+    With `voters` (node id -> controller port of every node) it is one node of a cluster whose
+    quorum is those voters; every node of one cluster is formatted with the same `cluster_id`.
     On Linux the JVM gets SIGTERM when the thread that called start() ends, so call it from a
     thread that lives as long as the broker should (the main thread, or the event loop's).
     """
@@ -247,6 +250,9 @@ class LocalBroker:
         heap: str = "512m",
         log_file: Path | None = None,
         jvm_options: Sequence[str] = (),
+        node_id: int = 1,
+        voters: Mapping[int, int] | None = None,
+        cluster_id: str | None = None,
     ) -> None:
         self.home = home.expanduser().resolve()
         self.data_dir = data_dir.expanduser().resolve()
@@ -255,6 +261,9 @@ class LocalBroker:
         self.heap = heap
         self.log_file = None if log_file is None else log_file.expanduser().resolve()
         self.jvm_options = tuple(jvm_options)  # after Sluice's own, so they win
+        self.node_id = node_id
+        self.voters = dict(voters) if voters is not None else {node_id: controller_port}
+        self.cluster_id = cluster_id
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -270,12 +279,23 @@ class LocalBroker:
             return legacy
         return self.data_dir
 
+    def poll(self) -> int | None:
+        """The JVM's exit code once it has exited, else None; KafkaLocalError if it was never started."""
+        if self._process is None:
+            raise KafkaLocalError("the broker was not started")
+        return self._process.poll()
+
     def _properties(self) -> str:
         ctrl = self.controller_port
+        voters = ",".join(f"{node}@127.0.0.1:{port}" for node, port in sorted(self.voters.items()))
+        # Kafka's own topics (consumer offsets, transactions) as replicated as the cluster allows:
+        # three copies with two in sync, as Sluice's topics get, or every node if there are fewer.
+        copies = min(3, len(self.voters))
+        in_sync = max(1, copies - 1)
         lines = [
             "process.roles=broker,controller",
-            "node.id=1",
-            f"controller.quorum.voters=1@127.0.0.1:{ctrl}",
+            f"node.id={self.node_id}",
+            f"controller.quorum.voters={voters}",
             f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{ctrl}",
             f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
             "controller.listener.names=CONTROLLER",
@@ -283,11 +303,11 @@ class LocalBroker:
             "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
             f"log.dirs={self._log_dir}",
             "num.partitions=1",
-            "offsets.topic.replication.factor=1",
-            "transaction.state.log.replication.factor=1",
-            "transaction.state.log.min.isr=1",
-            "share.coordinator.state.topic.replication.factor=1",
-            "share.coordinator.state.topic.min.isr=1",
+            f"offsets.topic.replication.factor={copies}",
+            f"transaction.state.log.replication.factor={copies}",
+            f"transaction.state.log.min.isr={in_sync}",
+            f"share.coordinator.state.topic.replication.factor={copies}",
+            f"share.coordinator.state.topic.min.isr={in_sync}",
             "group.initial.rebalance.delay.ms=0",
             # On a restart the controller keeps the previous broker registration until its session
             # times out (default 9 s) before the new one may register; heartbeats stay 6x as frequent.
@@ -302,17 +322,7 @@ class LocalBroker:
         """Fetch the jars if needed, format a new data dir, and spawn the JVM; does not wait for it."""
         if self._process is not None and self._process.poll() is None:
             raise KafkaLocalError(f"the broker on {self.bootstrap} is already running")
-        libs = ensure_jars(self.home)
-        java = _java()
-        log4j = _root(self.home) / "log4j2.properties"
-        _write_if_changed(log4j, LOG4J)
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        # Written on every start: the ports may differ from the last one, the data stays.
-        config = self.data_dir / "server.properties"
-        config.write_text(self._properties())
-        common = ["-cp", str(libs / "*"), f"-Dlog4j2.configurationFile={log4j}"]
-        if not (self._log_dir / "meta.properties").exists():
-            self._format(java, common, config)
+        java, common, config = self._prepare()
         out: IO[bytes] | None = None if self.log_file is None else self.log_file.open("ab")
         try:
             self._process = subprocess.Popen(
@@ -326,9 +336,29 @@ class LocalBroker:
             if out is not None:
                 out.close()  # the JVM holds its own copy of the descriptor
 
+    def format(self) -> None:
+        """Format the data dir if it is new, as start() would; unlike start(), from any thread."""
+        self._prepare()
+
+    def _prepare(self) -> tuple[str, list[str], Path]:
+        """The `java` to run, its class path and logging options, and the config file; formats a new data dir."""
+        libs = ensure_jars(self.home)
+        java = _java()
+        log4j = _root(self.home) / "log4j2.properties"
+        _write_if_changed(log4j, LOG4J)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        # Written on every start: the ports may differ from the last one, the data stays.
+        config = self.data_dir / "server.properties"
+        config.write_text(self._properties())
+        common = ["-cp", str(libs / "*"), f"-Dlog4j2.configurationFile={log4j}"]
+        if not (self._log_dir / "meta.properties").exists():
+            self._format(java, common, config)
+        return java, common, config
+
     def _format(self, java: str, common: list[str], config: Path) -> None:
+        cluster_id = self.cluster_id or _cluster_id()
         done = subprocess.run(
-            [java, *TOOL_JVM, *common, "kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(config)],
+            [java, *TOOL_JVM, *common, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)],
             capture_output=True,
             text=True,
             check=False,
@@ -368,6 +398,12 @@ class LocalBroker:
         if self._process is not None and self._process.poll() is None:
             self._process.terminate()
 
+    def kill(self) -> None:
+        """SIGKILL: a crash, with no controlled shutdown; does nothing if not running."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
+
     def stop(self, timeout: float = 30.0) -> None:
         """SIGTERM (a clean shutdown), SIGKILL after `timeout` seconds; does nothing if not running."""
         process = self._process
@@ -381,15 +417,137 @@ class LocalBroker:
             process.wait()
 
 
-def serve(settings: Settings) -> int:
-    """`sluice kafka`: run the broker in the foreground until SIGINT/SIGTERM (then 0) or until it dies (its code)."""
-    broker = LocalBroker(
-        home=settings.kafka.home,
-        data_dir=settings.kafka.data_dir,
-        port=settings.kafka.port,
-        controller_port=settings.kafka.controller,
-        heap=settings.kafka.heap,
+class LocalCluster:
+    """KRaft nodes on 127.0.0.1, each broker and controller, the voters of one static quorum.
+
+    Node n (from 1) listens on `ports[n - 1]` and `controller_ports[n - 1]` and keeps its data in
+    `data_dir/node-<n>`; its output goes to `log_dir/node-<n>.log` when `log_dir` is given.
+    Call start() from a long-lived thread, as for LocalBroker.
+    """
+
+    def __init__(
+        self,
+        *,
+        home: Path,
+        data_dir: Path,
+        ports: Sequence[int],
+        controller_ports: Sequence[int],
+        heap: str = "512m",
+        log_dir: Path | None = None,
+        jvm_options: Sequence[str] = (),
+    ) -> None:
+        if len(ports) != len(controller_ports) or not ports:
+            raise KafkaLocalError("a local cluster needs one broker port and one controller port per node")
+        self.data_dir = data_dir.expanduser().resolve()
+        voters = {node: port for node, port in enumerate(controller_ports, 1)}
+        dirs = [self.data_dir / f"node-{node}" for node in voters]
+        # One cluster id for all: a node formatted with another one would never join the others.
+        cluster_id = next((found for found in map(_formatted_cluster_id, dirs) if found), None) or _cluster_id()
+        self.nodes = [
+            LocalBroker(
+                home=home,
+                data_dir=folder,
+                port=port,
+                controller_port=controller_port,
+                heap=heap,
+                log_file=None if log_dir is None else log_dir / f"node-{node}.log",
+                jvm_options=jvm_options,
+                node_id=node,
+                voters=voters,
+                cluster_id=cluster_id,
+            )
+            for (node, controller_port), port, folder in zip(voters.items(), ports, dirs, strict=True)
+        ]
+
+    @property
+    def bootstrap(self) -> str:
+        return ",".join(node.bootstrap for node in self.nodes)
+
+    def start(self) -> None:
+        """Format new data dirs (side by side: each is a JVM start) and spawn every node's JVM; does not wait."""
+        with ThreadPoolExecutor(len(self.nodes)) as pool:
+            list(pool.map(LocalBroker.format, self.nodes))
+        for node in self.nodes:
+            node.start()
+
+    async def wait_ready(self, timeout: float = 90.0) -> None:
+        """Return once every node answers and the cluster lists all of them as brokers."""
+        deadline = time.monotonic() + timeout
+        await asyncio.gather(*(node.wait_ready(timeout) for node in self.nodes))
+        await wait_for_brokers(self.bootstrap, len(self.nodes), max(1.0, deadline - time.monotonic()))
+
+    def wait(self) -> int:
+        """Block until a node's JVM exits; return its exit code."""
+        while True:
+            for node in self.nodes:
+                code = node.poll()
+                if code is not None:
+                    return code
+            time.sleep(0.2)
+
+    def _terminate(self) -> None:
+        for node in self.nodes:
+            node._terminate()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM every node at once, then wait for each (SIGKILL after `timeout` seconds)."""
+        self._terminate()
+        for node in self.nodes:
+            node.stop(timeout)
+
+
+def _formatted_cluster_id(data_dir: Path) -> str | None:
+    meta = data_dir / "meta.properties"
+    if not meta.exists():
+        return None
+    found = re.search(r"^cluster\.id=(\S+)$", meta.read_text(), re.MULTILINE)
+    return found.group(1) if found else None
+
+
+async def wait_for_brokers(bootstrap: str, count: int, timeout: float = 60.0) -> None:
+    """Return once the cluster at `bootstrap` lists `count` brokers; KafkaLocalError after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    with _quiet_connect_errors():
+        while time.monotonic() < deadline:
+            admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+            try:
+                await admin.start()
+                if len((await admin.describe_cluster())["brokers"]) >= count:
+                    return
+            except (KafkaError, OSError):
+                pass
+            finally:
+                await admin.close()
+            await asyncio.sleep(0.25)
+    raise KafkaLocalError(f"Kafka at {bootstrap} did not list {count} brokers within {timeout:g}s")
+
+
+def local_kafka(settings: Settings, nodes: int = 1) -> LocalBroker | LocalCluster:
+    """What `sluice kafka [--nodes N]` runs: one node on the settings' ports, or N nodes on consecutive ones.
+
+    N nodes listen on the port and the N - 1 after it, their controllers on the controller port
+    (default: right after the brokers' ports) and the N - 1 after it.
+    """
+    kafka = settings.kafka
+    if nodes == 1:
+        return LocalBroker(
+            home=kafka.home, data_dir=kafka.data_dir, port=kafka.port, controller_port=kafka.controller, heap=kafka.heap
+        )
+    controller = kafka.controller_port or kafka.port + nodes
+    return LocalCluster(
+        home=kafka.home,
+        data_dir=kafka.data_dir,
+        ports=[kafka.port + n for n in range(nodes)],
+        controller_ports=[controller + n for n in range(nodes)],
+        heap=kafka.heap,
     )
+
+
+def serve(settings: Settings, nodes: int = 1) -> int:
+    """`sluice kafka`: run the broker, or `nodes` of them, until SIGINT/SIGTERM (then 0) or one dies (its code)."""
+    if nodes < 1:
+        raise KafkaLocalError("--nodes: must be at least 1")
+    broker = local_kafka(settings, nodes)
     stopping = False
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -415,7 +573,8 @@ def serve(settings: Settings) -> int:
             if stopping:
                 return 0
             raise
-        print(f"Kafka {KAFKA_VERSION} ready on {broker.bootstrap} (data: {broker.data_dir})", flush=True)
+        size = f"{nodes} nodes, " if nodes > 1 else ""
+        print(f"Kafka {KAFKA_VERSION} ready on {broker.bootstrap} ({size}data: {broker.data_dir})", flush=True)
         code = broker.wait()
         # The JVM exits with 143 after our SIGTERM: that is the clean stop that was asked for.
         # Killed by a signal (negative code): report it the way a shell would, 128 + signal.

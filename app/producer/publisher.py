@@ -7,7 +7,7 @@ import logging
 from types import TracebackType
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, OutOfOrderSequenceNumber, UnknownProducerId
 from aiokafka.structs import RecordMetadata
 
 from app.avro.schemas import Schema
@@ -18,6 +18,8 @@ from app.kafka.batches import MAX_BATCH_BYTES, partition_of, send_batches
 log = logging.getLogger(__name__)
 
 Record = tuple[str, bytes, bytes]  # (topic, key, value)
+# After these the producer's sequence numbers for a partition no longer match the broker's.
+LOST_SEQUENCE = (OutOfOrderSequenceNumber, UnknownProducerId)
 
 
 class Publisher:
@@ -33,6 +35,7 @@ class Publisher:
     """
 
     def __init__(self, bootstrap: str, *, dead_letter_schema: Schema, timeout_s: float) -> None:
+        self._bootstrap = bootstrap
         self._timeout_s = timeout_s
         self._dead_letter_schema = dead_letter_schema
         self._partition_counts: dict[str, int] = {}
@@ -40,14 +43,18 @@ class Publisher:
         self._wakeup = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
         self._in_flight: asyncio.Task[None] | None = None  # the flush awaiting its acks
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap,
+        self._lost_sequence = False
+        self._producer = self._new_producer()
+
+    def _new_producer(self) -> AIOKafkaProducer:
+        return AIOKafkaProducer(
+            bootstrap_servers=self._bootstrap,
             client_id="sluice-producer",
             acks="all",
             enable_idempotence=True,
             # A partition holds one pending batch at a time: small batches queue behind each other.
             max_batch_size=MAX_BATCH_BYTES,
-            request_timeout_ms=int(timeout_s * 1000),
+            request_timeout_ms=int(self._timeout_s * 1000),
         )
 
     async def start(self) -> None:
@@ -120,6 +127,30 @@ class Publisher:
             # ack p50 of 6 ms, at 1,000/s). Held here, what comes meanwhile goes out together next.
             # Not cancelled with the flusher: `stop` waits for its acks.
             await asyncio.wait({self._in_flight})
+            if self._lost_sequence:
+                await self._renew()
+
+    async def _renew(self) -> None:
+        """Replace the producer by one with a new producer id, whose sequence numbers start again.
+
+        aiokafka numbers a batch whose partition has had no leader for its whole timeout, then fails
+        it unsent (MessageAccumulator.drain_by_nodes); the broker, missing those numbers, refuses the
+        partition's every later batch as out of order for as long as the producer lives
+        (https://github.com/aio-libs/aiokafka/issues/1017). Those writes are answered 503: retried
+        with the same ids, they are deduped.
+        """
+        log.warning("Kafka refused the producer's sequence numbers: starting a new producer")
+        self._lost_sequence = False
+        await self._producer.stop()  # nothing of it is pending: every flush's acks are in
+        while True:
+            self._producer = self._new_producer()
+            try:
+                await self._producer.start()
+                return
+            except KafkaError as exc:
+                await self._producer.stop()
+                log.warning("could not start a new producer: %r; trying again", exc)
+                await asyncio.sleep(1.0)
 
     async def _send(self, records: list[Record]) -> list[asyncio.Future[RecordMetadata]]:
         """Queue the records as one batch per partition (more if one fills); return the batches' futures."""
@@ -135,6 +166,8 @@ class Publisher:
         results = await asyncio.gather(*acks, return_exceptions=True)
         error = next((r for r in results if isinstance(r, BaseException)), None)
         _settle(waiting, error)
+        if any(isinstance(result, LOST_SEQUENCE) for result in results):
+            self._lost_sequence = True
 
     async def _partition_count(self, topic: str) -> int:
         count = self._partition_counts.get(topic)

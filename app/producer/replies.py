@@ -101,9 +101,13 @@ class Replies:
     async def _to_the_end(self) -> None:
         # Only effects from now on matter: a request registers before it publishes. The positions
         # are resolved here, before any waiter publishes, so every effect it causes comes after.
-        await self._consumer.seek_to_end(*self._partitions)
-        for partition in self._partitions:
-            await self._consumer.position(partition)
+        # end_offsets, not seek_to_end: aiokafka's offset reset retries a lookup the old leader
+        # refused (NotLeaderForPartition) without refreshing its metadata (Fetcher._update_fetch_positions),
+        # so after a leader change it asks the old leader until the next periodic refresh
+        # (metadata_max_age_ms, 5 minutes). end_offsets refreshes the metadata on that error and asks again.
+        ends = await self._consumer.end_offsets(self._partitions)
+        for partition, offset in ends.items():
+            self._consumer.seek(partition, offset)
 
     async def _wake(self) -> None:
         if self._waking is None or self._waking.done():  # one lookup for all who come meanwhile

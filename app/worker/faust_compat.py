@@ -7,7 +7,8 @@ fail here first. What Sluice needs of each:
   loop that hands a fetch's records on in one task (routed topics to an Inbox);
 - `set_current_event`: tables write to the partition of faust's current event;
 - `partition_db`: a table partition's rocksdict, for reads and writes without faust's store layers;
-- `is_paused` and `commit`: the consumer's paused set and its commit of explicit offsets.
+- `is_paused` and `commit`: the consumer's paused set and its commit of explicit offsets;
+- the transport's `_create_topic`: min.insync.replicas on every topic faust creates.
 """
 
 from __future__ import annotations
@@ -135,6 +136,17 @@ class _Consumer(driver.Consumer):
 class _Transport(driver.Transport):
     Consumer = _Consumer
 
+    async def _create_topic(
+        self, owner: Service, client: aiokafka.AIOKafkaClient, topic: str, partitions: int, replication: int, **kw: Any
+    ) -> None:
+        # faust creates its own topics (the tables' changelogs, its assignor's leader topic) with
+        # the app's replication factor and no min.insync.replicas; a table's extra_topic_configs
+        # would reach its changelog but not the leader topic. Every creation passes here.
+        wanted = cast(App, self.app).topic_min_insync_replicas
+        if wanted:
+            kw["config"] = {"min.insync.replicas": str(wanted), **(kw.get("config") or {})}
+        await super()._create_topic(owner, client, topic, partitions, replication, **kw)
+
 
 class App(faust.App):
     """faust.App whose consumer waits at most `fetch_max_wait_ms` for a fetch.
@@ -145,8 +157,9 @@ class App(faust.App):
     steady 1,000 events/s settled into a backlog of 1.2 to 1.6 s that never drained.
     """
 
-    def __init__(self, *args: Any, fetch_max_wait_ms: int, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, fetch_max_wait_ms: int, topic_min_insync_replicas: int = 0, **kwargs: Any) -> None:
         self.fetch_max_wait_ms = fetch_max_wait_ms
+        self.topic_min_insync_replicas = topic_min_insync_replicas  # 0: the broker's default
         super().__init__(*args, **kwargs)
 
     def _new_transport(self) -> TransportT:

@@ -277,7 +277,11 @@ class Intake:
         while True:
             await asyncio.sleep(self._progress.seek_every_s)
             try:
-                await asyncio.wait_for(self._lock.acquire(), timeout=ASK_TIMEOUT_S)
+                # Not wait_for: on Python 3.11 it swallows a cancel that comes as the lock is
+                # released (an agent that crashed mid-batch leaves the Intake just so), and this
+                # timer then outlives its Intake for ever (https://github.com/python/cpython/issues/86296).
+                async with asyncio.timeout(ASK_TIMEOUT_S):
+                    await self._lock.acquire()
             except TimeoutError:
                 self._report_stall()
                 continue

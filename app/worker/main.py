@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import signal
 
@@ -34,6 +35,7 @@ def build_app(deployment: Deployment) -> faust.App:
         autodiscover=False,
         topic_partitions=topology.partitions,
         topic_replication_factor=topology.replication_factor,
+        topic_min_insync_replicas=topology.min_insync_replicas,
         producer_acks=-1,
         consumer_auto_offset_reset="earliest",
         web_host=settings.worker.host,
@@ -69,7 +71,10 @@ def build_app(deployment: Deployment) -> faust.App:
 def run(settings: Settings) -> int:
     """`sluice worker`: create the topics, then run the Faust worker until SIGINT/SIGTERM; SIGHUP reloads rules."""
     deployment = Deployment.load(settings)
-    asyncio.run(ensure_topics(settings.kafka.bootstrap, deployment.topology))
+    # faust's own topics are named after the app id (its group id): checked with Sluice's.
+    faust_topics = [settings.group_id + "-"]
+    replication = asyncio.run(ensure_topics(settings.kafka.bootstrap, deployment.topology, prefixes=faust_topics))
+    deployment = dataclasses.replace(deployment, topology=deployment.topology.with_replication(replication))
     app = build_app(deployment)
     # Faust's worker owns its own event loop and the process's signal handlers.
     asyncio.set_event_loop(asyncio.new_event_loop())

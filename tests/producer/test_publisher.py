@@ -8,8 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka.errors import OutOfOrderSequenceNumber
 
 from app.avro.schemas import SchemaSet
+from app.errors import Unavailable
 from app.kafka.batches import partition_of
 from app.producer.publisher import Publisher
 from tests.support.stack import read_raw_until
@@ -74,3 +76,26 @@ async def test_a_flush_goes_out_only_once_the_one_before_is_acknowledged(kafka_b
     assert 1 < len(out) < 200  # callers did share flushes
     messages = await read_raw_until(kafka_bootstrap, topic, lambda ms: len(ms) >= 200)
     assert len(messages) == 200
+
+
+async def test_a_producer_whose_sequence_numbers_kafka_refused_is_replaced(kafka_bootstrap: str) -> None:
+    # After an out-of-order sequence a producer's every later write to the partition fails the same
+    # way (https://github.com/aio-libs/aiokafka/issues/1017): the next flush goes through a new one.
+    topic = await new_topic(kafka_bootstrap, "publisher", 1)
+    async with Publisher(kafka_bootstrap, dead_letter_schema=SCHEMAS["dead_letter"], timeout_s=30) as publisher:
+        first = publisher._producer
+        send = publisher._send
+
+        async def refused(records: list[tuple[str, bytes, bytes]]) -> list[asyncio.Future[Any]]:
+            publisher._send = send  # type: ignore[method-assign]
+            ack: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            ack.set_exception(OutOfOrderSequenceNumber())
+            return [ack]
+
+        publisher._send = refused  # type: ignore[method-assign]
+        with pytest.raises(Unavailable):
+            await publisher.publish(topic, b"acme:u", b"refused")
+        await publisher.publish(topic, b"acme:u", b"written")
+        assert publisher._producer is not first
+    messages = await read_raw_until(kafka_bootstrap, topic, lambda ms: len(ms) >= 1)
+    assert [m.value for m in messages] == [b"written"]

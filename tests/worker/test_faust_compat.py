@@ -207,3 +207,22 @@ def test_commit_is_fausts_commit_of_explicit_offsets(tmp_path: Path) -> None:
     commit = type(build_app(offline(tmp_path)).consumer)._commit
     assert inspect.iscoroutinefunction(commit)
     assert list(inspect.signature(commit).parameters) == ["self", "offsets"]
+
+
+async def test_every_topic_faust_creates_gets_the_deployments_min_insync_replicas(tmp_path: Path) -> None:
+    deployment = offline(tmp_path, SLUICE_REPLICATION_FACTOR="3", SLUICE_MIN_INSYNC_REPLICAS="2")
+    app = build_app(deployment)
+    assert app.conf.topic_replication_factor == 3
+    transport = cast(Any, app.transport)
+    created: list[tuple[str, int, dict[str, Any]]] = []
+
+    async def really_create(owner: Any, client: Any, topic: str, partitions: int, replication: int, **kw: Any) -> None:
+        created.append((topic, replication, kw["config"]))
+
+    transport._really_create_topic = really_create
+    await transport._create_topic(None, None, "changelog", 4, 3, config={"cleanup.policy": "compact"})
+    await transport._create_topic(None, None, "leader", 1, 3, config=None)
+    assert created == [
+        ("changelog", 3, {"min.insync.replicas": "2", "cleanup.policy": "compact"}),
+        ("leader", 3, {"min.insync.replicas": "2"}),
+    ]
