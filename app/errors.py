@@ -74,6 +74,13 @@ class PayloadTooLarge(RequestError):
     code = "payload_too_large"
 
 
+class RequestTimeout(RequestError):
+    """The body stopped arriving; the connection is closed after the answer."""
+
+    status = 408
+    code = "body_timeout"
+
+
 class Unauthorized(RequestError):
     status = 401
     code = "unauthorized"
@@ -94,6 +101,17 @@ class Conflict(RequestError):
 
     status = 409
     code = "conflict"
+
+
+class RateLimited(RequestError):
+    """A key or tenant sends faster than its limit; retry after `retry_after_s` (429, not dead-lettered)."""
+
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, field: str, retry_after_s: int) -> None:
+        super().__init__(message, field=field)
+        self.retry_after_s = retry_after_s
 
 
 class Unavailable(SluiceError):

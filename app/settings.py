@@ -46,9 +46,16 @@ class KafkaSettings:
     )
     port: int = _setting("SLUICE_KAFKA_PORT", 9092, "Port of the local broker that `sluice kafka` runs.")
     controller_port: int = _setting(
-        "SLUICE_KAFKA_CONTROLLER_PORT", 0, "KRaft controller port of the local broker; 0 means the port + 1."
+        "SLUICE_KAFKA_CONTROLLER_PORT",
+        0,
+        "KRaft controller port of the local broker (of its first node with --nodes); 0 means right after the "
+        "brokers' ports (the port + 1 for one node).",
     )
-    data_dir: Path = _setting("SLUICE_KAFKA_DATA_DIR", Path("var/kafka"), "Log dir of the local broker, reused.")
+    data_dir: Path = _setting(
+        "SLUICE_KAFKA_DATA_DIR",
+        Path("var/kafka"),
+        "Log dir of the local broker, reused; with --nodes, a node-<n> folder in it per node.",
+    )
     home: Path = _setting(
         "SLUICE_KAFKA_HOME", Path.home() / ".cache" / "sluice" / "kafka", "Cache of the Kafka jars from Maven Central."
     )
@@ -59,7 +66,17 @@ class KafkaSettings:
     partitions: int = _setting(
         "SLUICE_PARTITIONS", 4, "Partitions of every event topic, the effects topic and the state tables."
     )
-    replication_factor: int = _setting("SLUICE_REPLICATION_FACTOR", 1, "Replication factor of created topics.")
+    replication_factor: int = _setting(
+        "SLUICE_REPLICATION_FACTOR",
+        0,
+        "Replication factor of the topics Sluice creates. 0: automatic, 3, or the cluster's broker count if fewer.",
+    )
+    min_insync_replicas: int = _setting(
+        "SLUICE_MIN_INSYNC_REPLICAS",
+        0,
+        "min.insync.replicas of the topics Sluice creates: copies a write needs before Kafka acknowledges it. "
+        "0: automatic, the replication factor - 1, at least 1.",
+    )
     fetch_max_wait_ms: int = _setting(
         "SLUICE_FETCH_MAX_WAIT_MS",
         100,
@@ -97,6 +114,13 @@ class KeySettings:
         "SLUICE_API_KEYS", "", "Development keys, key1:tenant1,key2:tenant2 (plain text); `make run` sets one."
     )
     keys_file: Path | None = _setting("SLUICE_KEYS_FILE", None, "YAML file of SHA-256 hashed API keys (production).")
+    token_secret: str = _setting(
+        "SLUICE_TOKEN_SECRET",
+        "",
+        "Secret (at least 32 bytes) that signs the access tokens of POST /login; the same in every producer. "
+        "Empty: no tokens, /login answers 503. `make run` keeps one in var/token_secret.",
+    )
+    token_ttl_s: int = _setting("SLUICE_TOKEN_TTL_S", 3600, "How long an access token from POST /login is valid.")
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +140,22 @@ class ProducerSettings:
     )
     effect_timeout_s: float = _setting(
         "SLUICE_EFFECT_TIMEOUT_S", 5.0, "How long the gamification endpoints wait for effects before a 202."
+    )
+    idle_timeout_s: float = _setting(
+        "SLUICE_HTTP_IDLE_TIMEOUT_S",
+        30.0,
+        "A connection is closed when it has not sent a request's whole headers this long after it opened "
+        "or after its last answer: slow headers and idle keep-alive connections alike.",
+    )
+    body_timeout_s: float = _setting(
+        "SLUICE_HTTP_BODY_TIMEOUT_S",
+        30.0,
+        "Longest a request body may stall between two reads before the request is answered 408 and closed.",
+    )
+    max_connections: int = _setting(
+        "SLUICE_HTTP_MAX_CONNECTIONS",
+        2000,
+        "Connections one producer process holds at once; past it a new connection gets a 503 and is closed.",
     )
 
 
@@ -178,7 +218,7 @@ class SchedulingSettings:
 
 @dataclass(frozen=True, slots=True)
 class DeliverySettings:
-    """Webhook delivery."""
+    """Webhook delivery and pull subscriptions."""
 
     timeout_s: float = _setting(
         "SLUICE_WEBHOOK_TIMEOUT_S", 5.0, "How long one webhook POST may take before it counts as failed."
@@ -197,6 +237,12 @@ class DeliverySettings:
         (),
         "Private networks webhooks may reach besides public addresses, as CIDRs (a,b): 127.0.0.0/8 for a "
         "receiver on this machine. Empty: public addresses only.",
+    )
+    pull_lock_s: float = _setting(
+        "SLUICE_PULL_LOCK_S",
+        30.0,
+        "How long an event pulled from a pull subscription stays locked to its puller; not acked by then, "
+        "it is handed out again.",
     )
 
 
@@ -219,6 +265,27 @@ class AnalyticsSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class LimitSettings:
+    """Rate limits of a key and of a tenant when the keys file declares none; 0 means no limit."""
+
+    key_requests_per_s: float = _setting(
+        "SLUICE_KEY_REQUESTS_PER_S", 0.0, "Requests per second one API key may make (429 past it); 0: no limit."
+    )
+    key_events_per_s: float = _setting(
+        "SLUICE_KEY_EVENTS_PER_S", 0.0, "Events per second one API key may send (429 past it); 0: no limit."
+    )
+    tenant_requests_per_s: float = _setting(
+        "SLUICE_TENANT_REQUESTS_PER_S", 0.0, "Requests per second all of a tenant's keys may make; 0: no limit."
+    )
+    tenant_events_per_s: float = _setting(
+        "SLUICE_TENANT_EVENTS_PER_S", 0.0, "Events per second all of a tenant's keys may send; 0: no limit."
+    )
+    burst_s: float = _setting(
+        "SLUICE_RATE_BURST_S", 1.0, "Seconds of a limit a key or tenant may send at once after a quiet spell."
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Every knob Sluice has, in sections; each field names its own environment variable."""
 
@@ -230,6 +297,7 @@ class Settings:
     scheduling: SchedulingSettings = field(default_factory=SchedulingSettings)
     delivery: DeliverySettings = field(default_factory=DeliverySettings)
     analytics: AnalyticsSettings = field(default_factory=AnalyticsSettings)
+    limits: LimitSettings = field(default_factory=LimitSettings)
     log_level: str = _setting("SLUICE_LOG_LEVEL", "info", "debug, info, warning or error.")
 
     @classmethod
@@ -287,15 +355,41 @@ class Settings:
             )
         for env, value in (
             ("SLUICE_PARTITIONS", self.kafka.partitions),
-            ("SLUICE_REPLICATION_FACTOR", self.kafka.replication_factor),
             ("SLUICE_MAX_BODY_BYTES", self.producer.max_body_bytes),
             ("SLUICE_PRODUCER_PROCESSES", self.producer.processes),
+            ("SLUICE_HTTP_MAX_CONNECTIONS", self.producer.max_connections),
             ("SLUICE_DEDUPE_WINDOW_S", self.worker.dedupe_window_s),
             ("SLUICE_WORKER_BATCH_SIZE", self.worker.batch_size),
             ("SLUICE_WAIT_GROUP_RETENTION_S", self.scheduling.wait_group_retention_s),
+            ("SLUICE_PULL_LOCK_S", self.delivery.pull_lock_s),
+            ("SLUICE_TOKEN_TTL_S", self.keys.token_ttl_s),
         ):
             if value < 1:
                 raise SettingsError(f"{env}: must be at least 1", field=env)
+        limits = self.limits
+        for env, rate in (
+            ("SLUICE_KEY_REQUESTS_PER_S", limits.key_requests_per_s),
+            ("SLUICE_KEY_EVENTS_PER_S", limits.key_events_per_s),
+            ("SLUICE_TENANT_REQUESTS_PER_S", limits.tenant_requests_per_s),
+            ("SLUICE_TENANT_EVENTS_PER_S", limits.tenant_events_per_s),
+        ):
+            if rate < 0:
+                raise SettingsError(f"{env}: must be 0 (no limit) or more", field=env)
+        if limits.burst_s <= 0:
+            raise SettingsError("SLUICE_RATE_BURST_S: must be more than 0", field="SLUICE_RATE_BURST_S")
+        for env, value in (
+            ("SLUICE_REPLICATION_FACTOR", self.kafka.replication_factor),
+            ("SLUICE_MIN_INSYNC_REPLICAS", self.kafka.min_insync_replicas),
+        ):
+            if value < 0:
+                raise SettingsError(f"{env}: must be 0 (automatic) or more", field=env)
+        # A write would need more copies than a partition has: every acks=all write would fail.
+        if 0 < self.kafka.replication_factor < self.kafka.min_insync_replicas:
+            env = "SLUICE_MIN_INSYNC_REPLICAS"
+            raise SettingsError(f"{env}: must not exceed SLUICE_REPLICATION_FACTOR", field=env)
+        # HS256 wants a key as long as its hash (RFC 7518 section 3.2); a shorter one can be brute-forced.
+        if self.keys.token_secret and len(self.keys.token_secret.encode()) < 32:
+            raise SettingsError("SLUICE_TOKEN_SECRET: must be at least 32 bytes", field="SLUICE_TOKEN_SECRET")
         if self.log_level not in {"debug", "info", "warning", "error"}:
             raise SettingsError("SLUICE_LOG_LEVEL: must be debug, info, warning or error", field="SLUICE_LOG_LEVEL")
 

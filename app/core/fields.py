@@ -115,3 +115,12 @@ def json_type(value: Any) -> str:
     if isinstance(value, list):
         return "array"
     return "object"
+
+
+def is_count(text: str, most_digits: int = 18) -> bool:
+    """Is `text` a plain non-negative integer that int() reads and a 64-bit value holds?
+
+    str.isdigit() alone is not enough: it holds for digits int() refuses, such as '²', and for
+    numbers too long for int() to read at all.
+    """
+    return text.isascii() and text.isdigit() and len(text) <= most_digits

@@ -5,12 +5,13 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from app.core.ratelimit import Limits, Rate
 from app.errors import ConfigError, Forbidden, Unauthorized
 
 TENANT = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
@@ -28,10 +29,12 @@ def key_id(digest: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who a key speaks for, and which topics it may write (None: all of its tenant's)."""
+    """Who a key speaks for, which topics it may use (None: all of its tenant's), and its own rate limits."""
 
     tenant: str
     topics: frozenset[str] | None = None
+    key_id: str = ""  # set by the KeyRing from the key's hash
+    limits: Limits | None = None  # None: the settings' defaults for a key
 
     def may_use(self, slug: str) -> bool:
         return self.topics is None or slug in self.topics
@@ -45,8 +48,11 @@ class Principal:
 class KeyRing:
     """Resolves a presented API key to its principal. Only hashes are held in memory."""
 
-    def __init__(self, principals_by_hash: Mapping[str, Principal]) -> None:
-        self._principals = dict(principals_by_hash)
+    def __init__(
+        self, principals_by_hash: Mapping[str, Principal], tenant_limits: Mapping[str, Limits] | None = None
+    ) -> None:
+        self._principals = {digest: replace(p, key_id=key_id(digest)) for digest, p in principals_by_hash.items()}
+        self.tenant_limits: Mapping[str, Limits] = dict(tenant_limits or {})
         self._by_id = {key_id(digest): principal for digest, principal in self._principals.items()}
 
     def __len__(self) -> int:
@@ -59,10 +65,12 @@ class KeyRing:
     @classmethod
     def from_sources(cls, api_keys: str, keys_file: Path | None) -> KeyRing:
         principals = {digest: Principal(tenant) for digest, tenant in parse_plain_keys(api_keys).items()}
+        tenant_limits: dict[str, Limits] = {}
         if keys_file is not None:
             for digest, principal in load_keys_file(keys_file).items():
                 principals.setdefault(digest, principal)
-        return cls(principals)
+            tenant_limits = load_tenant_limits(keys_file)
+        return cls(principals, tenant_limits)
 
     def tenant_for(self, key: str | None) -> str:
         return self.principal_for(key).tenant
@@ -105,12 +113,19 @@ def parse_plain_keys(text: str) -> dict[str, str]:
     return {hash_key(key): tenant for key, tenant in dev_keys(text)}
 
 
-def load_keys_file(path: Path) -> dict[str, Principal]:
-    """Read `keys: [{sha256: <hex>, tenant: <name>, topics: [<slug>, ...]}, ...]` (topics optional)."""
+def _read_yaml(path: Path) -> Any:
     try:
-        raw: Any = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"{path}: cannot read keys file: {exc}", field="SLUICE_KEYS_FILE") from exc
+
+
+def load_keys_file(path: Path) -> dict[str, Principal]:
+    """Read `keys: [{sha256: <hex>, tenant: <name>, topics: [<slug>, ...], limits: {...}}, ...]`.
+
+    `topics` and `limits` (`requests_per_s`, `events_per_s`) are optional.
+    """
+    raw = _read_yaml(path)
     entries = raw.get("keys") if isinstance(raw, dict) else None
     if not isinstance(entries, list):
         raise ConfigError(f"{path}: expected a mapping with a 'keys' list", field="keys")
@@ -127,5 +142,39 @@ def load_keys_file(path: Path) -> dict[str, Principal]:
         topics = entry.get("topics")
         if topics is not None and not (isinstance(topics, list) and all(isinstance(t, str) for t in topics)):
             raise ConfigError(f"{where}.topics: must be a list of topic slugs", field=f"keys[{index}].topics")
-        principals[digest.lower()] = Principal(tenant, None if topics is None else frozenset(topics))
+        limits = None if entry.get("limits") is None else parse_limits(entry["limits"], f"{where}.limits")
+        principals[digest.lower()] = Principal(tenant, None if topics is None else frozenset(topics), limits=limits)
     return principals
+
+
+def load_tenant_limits(path: Path) -> dict[str, Limits]:
+    """Read the keys file's optional `tenants: {<name>: {requests_per_s, events_per_s}}`."""
+    raw = _read_yaml(path)
+    tenants = raw.get("tenants") if isinstance(raw, dict) else None
+    if tenants is None:
+        return {}
+    if not isinstance(tenants, dict):
+        raise ConfigError(f"{path}: tenants: must map tenant names to limits", field="tenants")
+    found = {}
+    for name, limits in tenants.items():
+        if not isinstance(name, str) or not TENANT.fullmatch(name):
+            raise ConfigError(f"{path}: tenants.{name}: not a tenant name", field=f"tenants.{name}")
+        found[name] = parse_limits(limits, f"{path}: tenants.{name}")
+    return found
+
+
+LIMIT_FIELDS = ("requests_per_s", "events_per_s")
+
+
+def parse_limits(value: Any, where: str) -> Limits:
+    """`{requests_per_s, events_per_s}`, each a number of at least 0 (0 or absent: no limit)."""
+    field = where.split(": ", 1)[-1]
+    if not isinstance(value, dict) or set(value) - set(LIMIT_FIELDS):
+        raise ConfigError(f"{where}: must be a mapping of {' and '.join(LIMIT_FIELDS)}", field=field)
+    rates = {}
+    for name in LIMIT_FIELDS:
+        rate = value.get(name, 0)
+        if isinstance(rate, bool) or not isinstance(rate, int | float) or rate < 0:
+            raise ConfigError(f"{where}.{name}: must be a number of at least 0", field=f"{field}.{name}")
+        rates[name] = Rate(float(rate))
+    return Limits(requests=rates["requests_per_s"], events=rates["events_per_s"])

@@ -8,12 +8,14 @@ import signal
 
 from aiohttp import web
 
+from app.core.ratelimit import Limits, Quotas, Rate
 from app.core.tenants import KeyRing
+from app.delivery.pulls import Pulls
 from app.delivery.registry import Registry
 from app.deployment import Deployment
 from app.kafka.topology import ensure_topics
-from app.producer import ingest, openapi, scheduling, subscriptions, tables
-from app.producer.http import CONTEXT, Context, errors, json_response
+from app.producer import connections, ingest, login, openapi, pull, scheduling, subscriptions, tables
+from app.producer.http import CONTEXT, Context, close_stalled, errors, json_response
 from app.producer.mirror import Mirror
 from app.producer.publisher import Publisher
 from app.producer.replies import Replies
@@ -23,7 +25,7 @@ from app.settings import Settings
 log = logging.getLogger(__name__)
 
 # Each module registers its routes with add_routes(app) and reads what it needs from app[CONTEXT].
-ROUTE_MODULES = (ingest, subscriptions, scheduling, tables)
+ROUTE_MODULES = (ingest, subscriptions, scheduling, tables, login, pull)
 
 
 async def health(request: web.Request) -> web.Response:
@@ -34,10 +36,23 @@ async def openapi_document(request: web.Request) -> web.Response:
     return json_response(200, openapi.document(request.app.router))
 
 
+def quotas_of(settings: Settings, keyring: KeyRing) -> Quotas:
+    """The rate limits this process applies: the keys file's, else the settings' defaults, shared among processes."""
+    limits = settings.limits
+    return Quotas(
+        key=Limits(Rate(limits.key_requests_per_s), Rate(limits.key_events_per_s)),
+        tenant=Limits(Rate(limits.tenant_requests_per_s), Rate(limits.tenant_events_per_s)),
+        tenants=keyring.tenant_limits,
+        processes=settings.producer.processes,
+        burst_s=limits.burst_s,
+    )
+
+
 def create_app(context: Context) -> web.Application:
     # client_max_size is left above the cap: read_body enforces it, on the inflated body.
     app = web.Application(middlewares=[errors], client_max_size=context.settings.producer.max_body_bytes + 1)
     app[CONTEXT] = context
+    app.on_response_prepare.append(close_stalled)
     app.router.add_get("/health", health)
     app.router.add_get("/openapi.json", openapi_document)
     for module in ROUTE_MODULES:
@@ -79,14 +94,21 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None, stop:
             retention_s=settings.scheduling.wait_group_retention_s,
         )
         await mirror.start()
-        context = Context(deployment, keyring, publisher, replies, registry, mirror)
-        runner = web.AppRunner(create_app(context), access_log=None)
+        pulls = Pulls.of(deployment)
+        await pulls.start()
+        quotas = quotas_of(settings, keyring)
+        context = Context(deployment, keyring, publisher, replies, registry, mirror, pulls=pulls, quotas=quotas)
+        http = settings.producer
+        # aiohttp's keep-alive timer runs from a connection's start until a request's headers are
+        # in, and again after each answer: one timeout for slow headers and idle connections.
+        runner = web.AppRunner(create_app(context), access_log=None, keepalive_timeout=http.idle_timeout_s)
         await runner.setup()
+        assert runner.server is not None
         # Several producer processes share one port; a lone one binds plainly, so a second
         # producer started on the same port by mistake fails instead of sharing it.
-        http = settings.producer
-        site = web.TCPSite(runner, http.host, http.port, reuse_port=http.processes > 1)
-        await site.start()
+        listener = await connections.listen(
+            runner.server, http.host, http.port, most=http.max_connections, reuse_port=http.processes > 1
+        )
         log.info("producer listening on http://%s:%d", http.host, http.port)
         collector.settle()
         if ready is not None:
@@ -94,7 +116,9 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None, stop:
         try:
             await stop.wait()
         finally:
+            listener.close()
             await runner.cleanup()
             await replies.stop()
             await registry.stop()
             await mirror.stop()
+            await pulls.stop()

@@ -2,22 +2,34 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import orjson
 from aiohttp import web
 
 from app.avro.schemas import SchemaSet
 from app.catalog import Catalog
-from app.core import json_text
+from app.core import json_text, tokens
 from app.core.credentials import presented
 from app.core.dead_letter import DeadLetter
 from app.core.envelope import utcnow
+from app.core.ratelimit import Quotas
 from app.core.tenants import KeyRing, Principal
+from app.delivery.pulls import Pulls
 from app.delivery.registry import Registry
 from app.deployment import Deployment
-from app.errors import MalformedBody, PayloadTooLarge, RequestError, SluiceError, Unavailable, UnsupportedMediaType
+from app.errors import (
+    MalformedBody,
+    PayloadTooLarge,
+    RateLimited,
+    RequestError,
+    RequestTimeout,
+    SluiceError,
+    Unavailable,
+    UnsupportedMediaType,
+)
 from app.kafka.topology import Topology
 from app.producer.mirror import Mirror
 from app.producer.publisher import Publisher
@@ -37,6 +49,8 @@ class Context:
     replies: Replies | None = None  # absent: dialects that reply answer 202 at once
     registry: Registry | None = None  # absent: no subscription endpoints work
     mirror: Mirror | None = None  # absent: scheduled and wait group routes answer 503
+    quotas: Quotas = field(default_factory=Quotas)  # default: no limits
+    pulls: Pulls | None = None  # absent: pull subscription routes answer 503
 
     @property
     def settings(self) -> Settings:
@@ -58,6 +72,15 @@ class Context:
 CONTEXT = web.AppKey("context", Context)
 PRINCIPAL = web.RequestKey("sluice_principal", Principal)
 RAW_BODY = web.RequestKey("sluice_raw_body", bytes)
+STALLED = web.RequestKey("sluice_body_stalled", bool)
+
+
+async def close_stalled(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: a request whose body stalled is answered with `Connection: close`, and
+    its connection is not kept alive for another request after aiohttp's bounded wait for the rest."""
+    if request.get(STALLED):
+        response.force_close()
+        response.headers["Connection"] = "close"  # the headers are prepared already; the hook may still change them
 
 
 def json_response(status: int, body: object, headers: dict[str, str] | None = None) -> web.Response:
@@ -68,8 +91,10 @@ def error_response(status: int, error: SluiceError, headers: dict[str, str] | No
     return json_response(status, {"error": error.as_dict()}, headers)
 
 
-def auth_challenge(exc: RequestError) -> dict[str, str] | None:
-    """The WWW-Authenticate header a 401 carries."""
+def error_headers(exc: RequestError) -> dict[str, str] | None:
+    """The headers a refusal carries: WWW-Authenticate on a 401, Retry-After on a 429."""
+    if isinstance(exc, RateLimited):
+        return {"Retry-After": str(exc.retry_after_s)}
     return {"WWW-Authenticate": 'Bearer realm="sluice"'} if exc.status == 401 else None
 
 
@@ -80,7 +105,7 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await handler(request)
     except RequestError as exc:
         await keep_refused(request, exc)
-        return error_response(exc.status, exc, auth_challenge(exc))
+        return error_response(exc.status, exc, error_headers(exc))
     except Unavailable as exc:
         return error_response(503, exc, {"Retry-After": "1"})
     except web.HTTPException as exc:
@@ -99,7 +124,7 @@ def not_kept(handler: Handler) -> Handler:
         try:
             return await handler(request)
         except RequestError as exc:
-            return error_response(exc.status, exc, auth_challenge(exc))
+            return error_response(exc.status, exc, error_headers(exc))
 
     return handle
 
@@ -107,7 +132,9 @@ def not_kept(handler: Handler) -> Handler:
 async def keep_refused(request: web.Request, exc: RequestError, body: bytes | None = None) -> None:
     """Keep a refused request (or one refused event of it) on its tenant's dead-letter topic."""
     principal: Principal | None = request.get(PRINCIPAL)
-    if principal is None:  # unauthenticated traffic is not ours to keep
+    # Unauthenticated traffic is not ours to keep, and a rate-limited request is to be sent again,
+    # not repaired: keeping it would let a flood fill the dead-letter topic.
+    if principal is None or isinstance(exc, RateLimited):
         return
     context = request.app[CONTEXT]
     letter = DeadLetter.of(
@@ -128,11 +155,23 @@ def _route_name(request: web.Request) -> str:
 
 
 def authenticate(request: web.Request) -> Principal:
-    """The principal of the request's key (in any form `presented` reads); 401 without one."""
+    """The principal of the request's key or access token (in any form `presented` reads); 401 without one."""
     credential = presented({name.lower(): value for name, value in request.headers.items()})
-    principal = request.app[CONTEXT].keyring.principal_for(None if credential is None else credential.value)
+    context = request.app[CONTEXT]
+    if credential is not None and credential.is_token:
+        principal = tokens.verify(credential.value, context.keyring, context.settings.keys.token_secret)
+    else:
+        principal = context.keyring.principal_for(None if credential is None else credential.value)
     request[PRINCIPAL] = principal
+    # Counted once the principal is known, so a refusal names whose limit it is.
+    context.quotas.request(principal.key_id, principal.limits, principal.tenant)
     return principal
+
+
+def count_events(request: web.Request, count: int) -> None:
+    """Count `count` accepted events against the request's key and tenant; RateLimited past a limit."""
+    principal = request[PRINCIPAL]
+    request.app[CONTEXT].quotas.events(principal.key_id, principal.limits, principal.tenant, count)
 
 
 async def read_body(request: web.Request, limit: int) -> bytes:
@@ -142,7 +181,16 @@ async def read_body(request: web.Request, limit: int) -> bytes:
     """
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.content.iter_any():
+    stall_s = request.app[CONTEXT].settings.producer.body_timeout_s
+    while True:
+        try:
+            async with asyncio.timeout(stall_s):
+                chunk = await request.content.readany()
+        except TimeoutError:
+            request[STALLED] = True
+            raise RequestTimeout(f"no byte of the body arrived for {stall_s:g} s", field="body") from None
+        if not chunk:
+            break
         size += len(chunk)
         if size > limit:
             raise PayloadTooLarge(f"body is larger than {limit} bytes", field="body")

@@ -7,15 +7,16 @@ from aiohttp import web
 
 from app.catalog import TopicSpec
 from app.core.envelope import utcnow
-from app.dialects import cloudevents, gamification, product_analytics, pubsub, segment, usage
+from app.dialects import cloudevents, gamification, product_analytics, pubsub, segment, segment_v1, usage
 from app.dialects.base import Dialect, Parsed, Request
 from app.errors import NotFound, RequestError, Unavailable
 from app.producer.http import (
     CONTEXT,
     Context,
     Handler,
-    auth_challenge,
     authenticate,
+    count_events,
+    error_headers,
     json_response,
     keep_refused,
     parse_json,
@@ -30,14 +31,18 @@ from app.simulation import simulate
 # topic whose file claims the dialect's endpoint (`endpoint:` in topics/<slug>.yaml).
 INGEST_ROUTES: tuple[tuple[str, str, Dialect], ...] = (
     ("PUT", "/events", usage.DIALECT),
+    ("POST", "/events", usage.DIALECT),  # what the vendor's SDKs send
     ("POST", "/ingest", product_analytics.SINGLE),
     ("POST", "/ingest/batch", product_analytics.BATCH),
     ("POST", "/api/v1/events", gamification.SINGLE),
     ("POST", "/api/v1/events/batch", gamification.BATCH),
     ("POST", "/topics/{topic_slug}/events", pubsub.DIALECT),
     ("POST", "/api/events", segment.DIALECT),
+    *segment_v1.ROUTES,  # Segment's HTTP tracking API, as analytics-python and RudderStack send it
     ("POST", "/cloudevents/{topic_slug}", cloudevents.DIALECT),
 )
+# Validated and answered like their ingest routes, but nothing is written or dead-lettered.
+DRY_RUN_ROUTES: tuple[tuple[str, str, Dialect], ...] = (("POST", "/events/dry-run", usage.DRY_RUN),)
 ENDPOINT_OF = {
     usage.NAME: "usage",
     product_analytics.NAME: "analytics",
@@ -49,6 +54,8 @@ ENDPOINT_OF = {
 def add_routes(app: web.Application) -> None:
     for method, path, dialect in INGEST_ROUTES:
         app.router.add_route(method, path, ingest(dialect))
+    for method, path, dialect in DRY_RUN_ROUTES:
+        app.router.add_route(method, path, ingest(dialect, dry_run=True))
     app.router.add_post("/rules/simulate", simulate_rules)
 
 
@@ -67,11 +74,14 @@ def resolve_topic(context: Context, request: web.Request, dialect: Dialect) -> T
     return context.catalog[slug]
 
 
-def ingest(dialect: Dialect) -> Handler:
+def ingest(dialect: Dialect, *, dry_run: bool = False) -> Handler:
     async def handle(request: web.Request) -> web.StreamResponse:
         context = request.app[CONTEXT]
         settings = context.settings.producer
-        principal = authenticate(request)
+        try:
+            principal = authenticate(request)
+        except RequestError as exc:  # no tenant yet: nothing to keep on a dead-letter topic
+            return json_response(exc.status, dialect.auth_error_body(exc), error_headers(exc))
         try:
             limit = min(dialect.max_body_bytes or settings.max_body_bytes, settings.max_body_bytes)
             raw = await read_body(request, limit)
@@ -89,10 +99,16 @@ def ingest(dialect: Dialect) -> Handler:
                     audiences=spec.audiences,
                 ),
             )
+            if not dry_run:
+                count_events(request, len(parsed.accepted))
             await _check_wait_groups(context, parsed)
         except RequestError as exc:
-            await keep_refused(request, exc)
-            return json_response(exc.status, dialect.error_body(exc), auth_challenge(exc))
+            if not dry_run:
+                await keep_refused(request, exc)
+            return json_response(exc.status, dialect.error_body(exc), error_headers(exc))
+        if dry_run:
+            status, payload = dialect.respond(parsed)
+            return json_response(status, payload)
         if dialect.reply is None or context.replies is None:
             await _write(request, context, parsed)
             status, payload = dialect.respond(parsed)

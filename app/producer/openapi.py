@@ -109,24 +109,57 @@ CLOUDEVENT = _obj(
 )
 
 
+# The product analytics dialect refuses in its own API's shape, not Sluice's.
+ANALYTICS_ERROR: Json = {
+    "type": "object",
+    "required": ["error", "details"],
+    "properties": {
+        "error": {"type": "string"},
+        "details": {
+            "type": "array",
+            "items": _obj(["field", "message", "code"], {"field": STRING, "message": STRING, "code": STRING}),
+        },
+    },
+}
+SSE_BODY: Json = {"type": "string", "description": "text/event-stream: retry, then id/event/data frames"}
+
+
+def _answer(description: str, schema: Json | None, media: str = "application/json") -> Json:
+    """A response: no content for a 204, else `schema` in `media`."""
+    if schema is None:
+        return {"description": description}
+    return {"description": description, "content": {media: {"schema": schema}}}
+
+
 def _op(
-    summary: str, body: Json | None, ok: tuple[str, str], *, media: tuple[str, ...] = ("application/json",)
+    summary: str,
+    body: Json | None,
+    ok: tuple[str, str],
+    *,
+    media: tuple[str, ...] = ("application/json",),
+    refusal: Json = ERROR,
+    answers: str = "application/json",
 ) -> Json:
+    """An operation: `ok` (status, description) answered in `answers` (a 204: nothing), and the refusals,
+    in `refusal`'s shape where the route's dialect has its own (authentication and Kafka's are Sluice's)."""
     status, description = ok
+    ok_body = None if status == "204" else (SSE_BODY if answers == "text/event-stream" else OBJECT)
     operation: Json = {
         "summary": summary,
         "security": [{"apiKey": []}, {"bearer": []}],
         "responses": {
-            status: {"description": description, "content": {"application/json": {"schema": OBJECT}}},
+            status: _answer(description, ok_body, answers),
             **{
-                code: {"description": text, "content": {"application/json": {"schema": ERROR}}}
+                code: _answer(text, ERROR if code in ("401", "503") else refusal)
                 for code, text in (
                     ("400", "invalid request; the error names the field and why"),
                     ("401", "missing or unknown API key"),
                     ("403", "this key may not write to the topic"),
                     ("404", "no such topic"),
+                    ("408", "the body stopped arriving; the connection is closed"),
                     ("413", "body too large"),
                     ("415", "unsupported content type"),
+                    ("429", "past a key's or tenant's rate limit; retry after Retry-After"),
                     ("503", "Kafka did not acknowledge; retry after Retry-After"),
                 )
             },
@@ -157,16 +190,61 @@ OPERATIONS: dict[tuple[str, str], Json] = {
     ("PUT", "/events"): _op(
         "Usage events, partially accepted", _batch(USAGE_EVENT, 1000), ("200", "validEvents and invalidEvents")
     ),
-    ("POST", "/ingest"): _op("One analytics event", ANALYTICS_EVENT, ("200", '{"status": "success", "eventId"}')),
+    ("POST", "/events"): _op(
+        "Usage events, partially accepted (as PUT /events)",
+        _batch(USAGE_EVENT, 1000),
+        ("200", "validEvents and invalidEvents"),
+    ),
+    ("POST", "/events/dry-run"): _op(
+        "Usage events validated as POST /events would, writing nothing",
+        _batch(USAGE_EVENT, 1000),
+        ("200", "validEvents and invalidEvents, and events: each valid one as it would be recorded"),
+    ),
+    ("POST", "/login"): {
+        "summary": "Exchange an API key for an access token (a JWT) to send as Authorization: Bearer",
+        "security": [],
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": _obj(["refreshToken"], {"refreshToken": STRING})}},
+        },
+        "responses": {
+            "200": {
+                "description": "the access token and its lifetime in seconds",
+                "content": {
+                    "application/json": {
+                        "schema": _obj(
+                            ["accessToken", "expiresIn"], {"accessToken": STRING, "expiresIn": {"type": "integer"}}
+                        )
+                    }
+                },
+            },
+            **{
+                code: {"description": text, "content": {"application/json": {"schema": ERROR}}}
+                for code, text in (
+                    ("400", "refreshToken missing, empty or not a string, or an unknown field; the error names it"),
+                    ("401", "refreshToken is not a known API key"),
+                    ("413", "body too large"),
+                    ("415", "unsupported content type"),
+                    ("503", "access tokens are off: SLUICE_TOKEN_SECRET is not set"),
+                )
+            },
+        },
+    },
+    ("POST", "/ingest"): _op(
+        "One analytics event", ANALYTICS_EVENT, ("200", '{"status": "success", "eventId"}'), refusal=ANALYTICS_ERROR
+    ),
     ("POST", "/ingest/batch"): _op(
-        "Analytics events, per-event results", _batch(ANALYTICS_EVENT, 1000), ("200", "per-event results")
+        "Analytics events, per-event results",
+        _batch(ANALYTICS_EVENT, 1000),
+        ("200", "per-event results"),
+        refusal=ANALYTICS_ERROR,
     ),
     ("POST", "/api/v1/events"): _op("One gamification event", GAMIFICATION_EVENT, ("202", "accepted")),
     ("POST", "/api/v1/events/batch"): _op(
         "Gamification events, all or nothing", _batch(GAMIFICATION_EVENT, 100), ("202", "accepted")
     ),
     ("POST", "/topics/{topic_slug}/events"): {
-        **_op("Publish to a topic", PUBSUB_EVENT, ("200", '{"id"}')),
+        **_op("Publish to a topic", PUBSUB_EVENT, ("201", '{"id"}')),
         "parameters": [SLUG],
     },
     ("POST", "/api/events"): _op("Segment-spec batch", SEGMENT_BATCH, ("200", "success, processed, failed, errors")),
@@ -280,7 +358,7 @@ OPERATIONS |= {
         "parameters": [NAME],
     },
     ("GET", "/subscriptions/{name}/stream"): {
-        **_op("Stream matching records", None, ("200", SSE)),
+        **_op("Stream matching records", None, ("200", SSE), answers="text/event-stream"),
         "parameters": [NAME],
     },
     ("GET", "/subscriptions/{name}/events"): {
@@ -295,13 +373,113 @@ OPERATIONS |= {
         **_op("Deliver a webhook subscription's parked records again", None, ("200", '{"replayed", "parked"}')),
         "parameters": [NAME],
     },
+    ("POST", "/subscriptions/{name}/rotate-secret"): {
+        **_op(
+            "Give a webhook subscription a new signing secret, answered once; the previous one signs too for 24 h",
+            None,
+            ("200", "the subscription with its new secret and previous_secret_until"),
+        ),
+        "parameters": [NAME],
+    },
     ("GET", "/effects/stream"): {
-        **_op("Stream the tenant's effects", None, ("200", SSE)),
+        **_op("Stream the tenant's effects", None, ("200", SSE), answers="text/event-stream"),
         "parameters": [
             {"name": "user", "in": "query", "schema": STRING},
             {"name": "topic", "in": "query", "schema": STRING},
         ],
     },
+}
+
+
+SEGMENT_V1_TYPES = ["track", "identify", "page", "screen", "group", "alias"]
+SEGMENT_V1_FIELDS: Json = {
+    **{name: STRING for name in ("messageId", "userId", "anonymousId", "event", "name", "category", "groupId")},
+    **{name: STRING for name in ("previousId", "writeKey")},
+    **{name: TIME for name in ("timestamp", "sentAt")},
+    **{name: OBJECT for name in ("context", "integrations", "properties", "traits")},
+}
+SEGMENT_V1_OK = ("200", '{"success": true}; calls refused and dead-lettered are listed in rejected')
+# Segment's libraries send the write key as the Basic user name.
+SEGMENT_V1_SECURITY: list[Json] = [{"basic": []}, {"apiKey": []}, {"bearer": []}]
+OPERATIONS |= {
+    ("POST", "/v1/batch"): {
+        **_op(
+            "Segment HTTP tracking API batch: calls of every type; a bad call is dropped, the others kept",
+            _obj(
+                ["batch"],
+                {
+                    "batch": {
+                        "type": "array",
+                        "minItems": 1,
+                        "maxItems": 2500,
+                        "items": _obj(["type"], {**SEGMENT_V1_FIELDS, "type": {"enum": SEGMENT_V1_TYPES}}),
+                    },
+                    "sentAt": TIME,
+                    "context": OBJECT,
+                    "integrations": OBJECT,
+                    "writeKey": STRING,
+                },
+            ),
+            SEGMENT_V1_OK,
+        ),
+        "security": SEGMENT_V1_SECURITY,
+    },
+    **{
+        ("POST", f"/v1/{kind}"): {
+            **_op(
+                f"One Segment {kind} call (HTTP tracking API)",
+                _obj([], {**SEGMENT_V1_FIELDS, "type": {"const": kind}}),
+                SEGMENT_V1_OK,
+            ),
+            "security": SEGMENT_V1_SECURITY,
+        }
+        for kind in SEGMENT_V1_TYPES
+    },
+}
+
+
+PULL_EVENTS = "/topics/{topic_slug}/subscriptions/{subscription}/events"
+PULL_PARAMETERS = [SLUG, {"name": "subscription", "in": "path", "required": True, "schema": STRING}]
+EVENT_ID = {"name": "event_id", "in": "path", "required": True, "schema": STRING}
+PULLED = "the event, locked for SLUICE_PULL_LOCK_S: {id, data, metadata, timestamp}"
+
+
+def _pull_op(summary: str, ok: tuple[str, str], parameters: list[Json], more: dict[str, str] | None = None) -> Json:
+    """A pull subscription route: it reads the topic, and its 404s are about the subscription or event too."""
+    operation = _op(summary, None, ok)
+    responses = operation["responses"]
+    responses["403"]["description"] = "this key may not read the topic"
+    responses["404"]["description"] = "no such topic, subscription of the key's tenant to its events, or event"
+    for status, description in (more or {}).items():
+        responses[status] = {"description": description}
+    return {**operation, "parameters": [*PULL_PARAMETERS, *parameters]}
+
+
+OPERATIONS |= {
+    ("GET", PULL_EVENTS): _pull_op(
+        "A subscription's events not acknowledged yet (locked ones too), earliest first",
+        ("200", '{"events": [{"id", "data", "metadata", "timestamp"}], "offset", "limit"}'),
+        [
+            {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
+            {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 100000}},
+            {"name": "time_window", "in": "query", "schema": {"type": "string", "pattern": "^[1-9][0-9]{0,5}[smhd]$"}},
+        ],
+    ),
+    **{
+        (method, PULL_EVENTS + "/pull"): _pull_op(
+            "Lock the subscription's next event and answer it", ("200", PULLED), [], {"204": "no event may go out now"}
+        )
+        for method in ("GET", "POST")
+    },
+    ("POST", PULL_EVENTS + "/{event_id}"): _pull_op(
+        "Acknowledge an event: it is never handed out again", ("200", '{"id", "status": "acked"}'), [EVENT_ID]
+    ),
+    ("POST", PULL_EVENTS + "/{event_id}/nack"): _pull_op(
+        "End an event's lock: it is handed out again at once",
+        ("200", '{"id", "status": "available"}'),
+        [EVENT_ID],
+        {"409": "the event is acknowledged already"},
+    ),
 }
 
 
@@ -326,6 +504,7 @@ def document(router: web.UrlDispatcher) -> Json:
             "securitySchemes": {
                 "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
                 "bearer": {"type": "http", "scheme": "bearer"},
+                "basic": {"type": "http", "scheme": "basic", "description": "the API key as user name"},
             }
         },
         "paths": paths,

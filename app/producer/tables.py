@@ -23,6 +23,7 @@ from aiohttp import web
 from app.analytics import results
 from app.analytics.spec import TableSpec
 from app.core.envelope import utcnow
+from app.core.fields import is_count
 from app.core.instants import epoch_ms
 from app.errors import NotFound, RequestError, SluiceError, Unavailable, ValidationError
 from app.producer.http import CONTEXT, authenticate
@@ -219,7 +220,7 @@ def _instant(query: Any, name: str, default: int) -> int:
     raw = query.get(name)
     if raw is None or raw == "":
         return default
-    if raw.lstrip("-").isdigit():
+    if is_count(raw.removeprefix("-")):
         return int(raw)
     try:
         moment = datetime.fromisoformat(raw)
@@ -234,7 +235,7 @@ def _count(query: Any, name: str, default: int) -> int:
     raw = query.get(name)
     if raw is None:
         return default
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_TOP:
+    if not is_count(raw) or not 1 <= int(raw) <= MAX_TOP:
         raise ValidationError(f"must be an integer from 1 to {MAX_TOP}", field=name)
     return int(raw)
 

@@ -2,6 +2,7 @@ from pathlib import Path
 
 import pytest
 
+from app.core.ratelimit import Limits, Rate
 from app.core.tenants import KeyRing, hash_key
 from app.errors import ConfigError, Forbidden, Unauthorized
 
@@ -57,3 +58,34 @@ def test_keys_file_may_limit_a_key_to_topics(tmp_path: Path) -> None:
 
 def test_development_keys_may_write_every_topic() -> None:
     KeyRing.from_sources("k:dev", None).principal_for("k").check_topic("anything")
+
+
+def test_keys_file_declares_rate_limits_per_key_and_per_tenant(tmp_path: Path) -> None:
+    keys = tmp_path / "keys.yaml"
+    keys.write_text(
+        f"keys:\n  - {{sha256: {hash_key('k1')}, tenant: acme, limits: {{requests_per_s: 5, events_per_s: 100}}}}\n"
+        f"  - {{sha256: {hash_key('k2')}, tenant: acme}}\n"
+        "tenants:\n  acme: {events_per_s: 250}\n"
+    )
+    ring = KeyRing.from_sources("", keys)
+    first, second = ring.principal_for("k1"), ring.principal_for("k2")
+    assert first.limits == Limits(Rate(5), Rate(100))
+    assert second.limits is None  # the settings' defaults apply
+    assert ring.tenant_limits == {"acme": Limits(Rate(0), Rate(250))}
+    assert first.key_id == hash_key("k1")[:16] != second.key_id
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ("limits: {requests_per_s: -1}", "keys[0].limits.requests_per_s"),
+        ("limits: {requests_per_s: fast}", "keys[0].limits.requests_per_s"),
+        ("limits: {per_minute: 5}", "keys[0].limits"),
+    ],
+)
+def test_a_bad_limit_names_its_field(tmp_path: Path, text: str, field: str) -> None:
+    keys = tmp_path / "keys.yaml"
+    keys.write_text(f"keys:\n  - {{sha256: {hash_key('k1')}, tenant: acme, {text}}}\n")
+    with pytest.raises(ConfigError) as caught:
+        KeyRing.from_sources("", keys)
+    assert caught.value.field == field
