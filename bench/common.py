@@ -255,24 +255,37 @@ class Http:
             f"POST {path} HTTP/1.1\r\nHost: {self._host}:{self._port}\r\n{head}Content-Length: {len(body)}\r\n\r\n"
         ).encode() + body
         async with self._slots:
-            if self._idle:
-                reader, writer = self._idle.pop()
-            else:
-                reader, writer = await asyncio.open_connection(self._host, self._port)
-                self._open.add(writer)
+            reused = bool(self._idle)
+            reader, writer = self._idle.pop() if reused else await self._connect()
             try:
                 writer.write(request)
                 status, answer, keep = await self._answer(reader)
             except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
                 writer.close()
                 self._open.discard(writer)
-                raise ConnectionError(f"POST {path}: {exc!r}") from exc
+                # A kept-alive connection the server closed as idle before this request reached
+                # it: send the request again on a new one, as HTTP clients do.
+                if not (reused and _closed_unanswered(exc)):
+                    raise ConnectionError(f"POST {path}: {exc!r}") from exc
+                reader, writer = await self._connect()
+                try:
+                    writer.write(request)
+                    status, answer, keep = await self._answer(reader)
+                except (OSError, asyncio.IncompleteReadError, ValueError) as again:
+                    writer.close()
+                    self._open.discard(writer)
+                    raise ConnectionError(f"POST {path}: {again!r}") from again
             if keep:
                 self._idle.append((reader, writer))
             else:
                 writer.close()
                 self._open.discard(writer)
             return status, answer
+
+    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        reader, writer = await asyncio.open_connection(self._host, self._port)
+        self._open.add(writer)
+        return reader, writer
 
     @staticmethod
     async def _answer(reader: asyncio.StreamReader) -> tuple[int, bytes, bool]:
@@ -283,6 +296,13 @@ class Http:
             raise ValueError("an answer without Content-Length")
         body = await reader.readexactly(int(fields["content-length"]))
         return status, body, fields.get("connection", "").lower() != "close"
+
+
+def _closed_unanswered(exc: BaseException) -> bool:
+    """Did the connection end before any byte of an answer: a reset, or an end with nothing read?"""
+    return isinstance(exc, ConnectionResetError | BrokenPipeError) or (
+        isinstance(exc, asyncio.IncompleteReadError) and not exc.partial
+    )
 
 
 # --- waiting ---------------------------------------------------------------------------------
