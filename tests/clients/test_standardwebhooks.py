@@ -16,7 +16,8 @@ from aiohttp import web
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from tests.support.stack import Stack, free_port
+from tests.support.http import LocalReceiver
+from tests.support.stack import Stack
 
 pytestmark = pytest.mark.integration
 KEY = "swh_key_1"
@@ -36,32 +37,15 @@ async def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) 
     stack.stop()
 
 
-class Receiver:
+class Receiver(LocalReceiver):
     """A webhook endpoint that keeps each request's headers and raw body, and verifies with the trusted secret."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.requests: list[tuple[dict[str, str], bytes]] = []
         self.trusted: str | None = None  # what this receiver's operator has configured
-        self.port = free_port()
-        self._runner: web.AppRunner | None = None
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hook"
-
-    async def __aenter__(self) -> Receiver:
-        app = web.Application()
-        app.router.add_post("/hook", self._handle)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._runner is not None
-        await self._runner.cleanup()
-
-    async def _handle(self, request: web.Request) -> web.Response:
+    async def handle(self, request: web.Request) -> web.Response:
         headers, body = dict(request.headers), await request.read()
         self.requests.append((headers, body))
         try:

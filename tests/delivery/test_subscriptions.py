@@ -18,8 +18,9 @@ from app.core.tenants import hash_key
 from app.delivery import cursor
 from app.delivery.signature import verify
 from app.delivery.webhook import DELIVERY_HEADER
+from tests.support.http import LocalReceiver
 from tests.support.sse import SseEvent, open_stream
-from tests.support.stack import Stack, free_port, read_raw_until, read_until
+from tests.support.stack import Stack, read_raw_until, read_until
 
 pytestmark = pytest.mark.integration
 KEY_A, KEY_B = "sub_key_a", "sub_key_b"
@@ -307,33 +308,16 @@ async def test_requests_without_a_key_are_refused(stack: Stack, http: aiohttp.Cl
 # --- webhooks -----------------------------------------------------------------------------------
 
 
-class Receiver:
+class Receiver(LocalReceiver):
     """A local webhook receiver: answers `status()` to each POST and records what came."""
 
     def __init__(self, status: Callable[[str, int], int], delay_s: float = 0.0) -> None:
+        super().__init__()
         self.status = status
         self.delay_s = delay_s
         self.posts: list[tuple[str, dict[str, str], bytes]] = []  # (delivery id, headers, body)
-        self.port = free_port()
-        self._runner: web.AppRunner | None = None
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hook"
-
-    async def __aenter__(self) -> Receiver:
-        app = web.Application()
-        app.router.add_post("/hook", self._handle)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._runner is not None
-        await self._runner.cleanup()
-
-    async def _handle(self, request: web.Request) -> web.Response:
+    async def handle(self, request: web.Request) -> web.Response:
         delivery = request.headers[DELIVERY_HEADER]
         self.posts.append((delivery, dict(request.headers), await request.read()))
         await asyncio.sleep(self.delay_s)

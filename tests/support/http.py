@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Self
 
 from aiohttp import web
+
+from tests.support.stack import free_port
 
 
 @asynccontextmanager
@@ -22,3 +25,30 @@ async def local_server(path: str, handler: Callable[[web.Request], Awaitable[web
         yield f"http://127.0.0.1:{port}"
     finally:
         await runner.cleanup()
+
+
+class LocalReceiver:
+    """A webhook receiver on a free port of 127.0.0.1: POSTs to /hook go to `handle`, which subclasses write."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    async def __aenter__(self) -> Self:
+        app = web.Application()
+        app.router.add_post("/hook", self.handle)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._runner is not None
+        await self._runner.cleanup()
+
+    async def handle(self, request: web.Request) -> web.Response:
+        raise NotImplementedError
