@@ -24,7 +24,8 @@ class Credential:
 
 
 def presented(headers: Mapping[str, str]) -> Credential | None:
-    """The credential in `headers` (lower-case names), or None when there is none.
+    """The credential in `headers` (looked up by lower-case name: a request's own case-insensitive
+    headers, or a dict with lower-case keys), or None when there is none.
 
     Accepted: `X-API-Key: <key>`; `Authorization: Bearer <key or access token>`;
     `Authorization: Basic base64(<key>:)` (the key as user name, as Segment's libraries send a

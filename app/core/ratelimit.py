@@ -115,6 +115,7 @@ class Quotas:
         self._key = key.share(processes, burst_s)
         self._tenant = tenant.share(processes, burst_s)
         self._tenants = {name: limits.share(processes, burst_s) for name, limits in (tenants or {}).items()}
+        self._declared: dict[Limits, Limits] = {}  # a key's declared limits -> this process's share, made once
         self._limiter = Limiter(clock)
 
     def request(self, key_id: str, key_limits: Limits | None, tenant: str) -> None:
@@ -127,4 +128,9 @@ class Quotas:
         self._limiter.events(key_id, self._of_key(key_limits), tenant, of_tenant, count)
 
     def _of_key(self, declared: Limits | None) -> Limits:
-        return self._key if declared is None else declared.share(self._processes, self._burst_s)
+        if declared is None:
+            return self._key
+        shared = self._declared.get(declared)
+        if shared is None:
+            shared = self._declared[declared] = declared.share(self._processes, self._burst_s)
+        return shared

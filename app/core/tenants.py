@@ -67,9 +67,9 @@ class KeyRing:
         principals = {digest: Principal(tenant) for digest, tenant in parse_plain_keys(api_keys).items()}
         tenant_limits: dict[str, Limits] = {}
         if keys_file is not None:
-            for digest, principal in load_keys_file(keys_file).items():
+            declared, tenant_limits = load_keys_file(keys_file)
+            for digest, principal in declared.items():
                 principals.setdefault(digest, principal)
-            tenant_limits = load_tenant_limits(keys_file)
         return cls(principals, tenant_limits)
 
     def tenant_for(self, key: str | None) -> str:
@@ -120,12 +120,17 @@ def _read_yaml(path: Path) -> Any:
         raise ConfigError(f"{path}: cannot read keys file: {exc}", field="SLUICE_KEYS_FILE") from exc
 
 
-def load_keys_file(path: Path) -> dict[str, Principal]:
-    """Read `keys: [{sha256: <hex>, tenant: <name>, topics: [<slug>, ...], limits: {...}}, ...]`.
+def load_keys_file(path: Path) -> tuple[dict[str, Principal], dict[str, Limits]]:
+    """Read `keys: [{sha256: <hex>, tenant: <name>, topics: [<slug>, ...], limits: {...}}, ...]` and the
+    optional `tenants: {<name>: {requests_per_s, events_per_s}}`: the principals by hash, the tenants' limits.
 
-    `topics` and `limits` (`requests_per_s`, `events_per_s`) are optional.
+    A key's `topics` and `limits` (`requests_per_s`, `events_per_s`) are optional.
     """
     raw = _read_yaml(path)
+    return _principals(raw, path), _tenant_limits(raw, path)
+
+
+def _principals(raw: Any, path: Path) -> dict[str, Principal]:
     entries = raw.get("keys") if isinstance(raw, dict) else None
     if not isinstance(entries, list):
         raise ConfigError(f"{path}: expected a mapping with a 'keys' list", field="keys")
@@ -147,9 +152,7 @@ def load_keys_file(path: Path) -> dict[str, Principal]:
     return principals
 
 
-def load_tenant_limits(path: Path) -> dict[str, Limits]:
-    """Read the keys file's optional `tenants: {<name>: {requests_per_s, events_per_s}}`."""
-    raw = _read_yaml(path)
+def _tenant_limits(raw: Any, path: Path) -> dict[str, Limits]:
     tenants = raw.get("tenants") if isinstance(raw, dict) else None
     if tenants is None:
         return {}

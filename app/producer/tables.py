@@ -115,12 +115,14 @@ class Workers:
 
 
 WORKERS = web.AppKey("analytics_workers", Workers)
+TABLES = web.AppKey("analytics_tables", dict[str, TableSpec])  # read once from the catalog
 
 
 def add_routes(app: web.Application) -> None:
     context = app[CONTEXT]
     settings = context.settings
     app[WORKERS] = Workers(settings.worker_urls, settings.kafka.partitions, settings.analytics.query_timeout_s)
+    app[TABLES] = context.catalog.tables()
 
     async def close(app: web.Application) -> None:
         await app[WORKERS].close()
@@ -134,8 +136,7 @@ def add_routes(app: web.Application) -> None:
 def _tables_of(request: web.Request) -> tuple[str, list[TableSpec]]:
     """The caller's tenant and the tables of the topics its key may use."""
     principal = authenticate(request)
-    tables = request.app[CONTEXT].catalog.tables()
-    allowed = [t for t in tables.values() if principal.topics is None or t.topic in principal.topics]
+    allowed = [t for t in request.app[TABLES].values() if principal.may_use(t.topic)]
     return principal.tenant, allowed
 
 
