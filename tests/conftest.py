@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
+import aiohttp
 import pytest
 
 from app.kafka.launcher import LocalBroker, wait_for_kafka
@@ -113,3 +114,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     for n, process in enumerate(SluiceProcess.started):
         if n >= first or process.running():  # its own, and those of fixtures it shares
             report.sections.append((f"sluice {process.command} log", process.report()))
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    """An HTTP client session for one test."""
+    async with aiohttp.ClientSession() as session:
+        yield session

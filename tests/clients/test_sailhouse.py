@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-import uuid
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ import pytest
 from sailhouse import Event, SailhouseClient, SailhouseError
 
 from app.core.tenants import hash_key
-from tests.support.stack import SCHEMAS, Stack, read_raw_until, read_until
+from tests.support.stack import SCHEMAS, Stack, read_raw_until, read_until, unique
 
 pytestmark = pytest.mark.integration
 KEY, OTHER_TENANT = "sail_key_acme", "sail_key_globex"
@@ -52,16 +51,6 @@ async def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory, 
     SailhouseClient.BASE_URL = stack.url  # the one line a user changes
     yield stack
     stack.stop()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 def run(call: Coroutine[Any, Any, T]) -> T:

@@ -6,7 +6,6 @@ import asyncio
 import base64
 import json
 import time
-import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,7 +25,7 @@ from app.producer.app import create_app
 from app.producer.http import Context
 from app.producer.publisher import Publisher
 from app.settings import Settings
-from tests.support.stack import REPO, Stack, read_until
+from tests.support.stack import REPO, Stack, read_until, unique
 
 pytestmark = pytest.mark.integration
 KEY = "vayu_key_1"
@@ -50,10 +49,6 @@ async def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) 
     await stack.start_producer()
     yield stack
     stack.stop()
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
 def usage_event(ref: str, customer: str = "customer-123", **changes: Any) -> dict[str, Any]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -20,7 +19,7 @@ from app.delivery.signature import verify
 from app.delivery.webhook import DELIVERY_HEADER
 from tests.support.http import LocalReceiver
 from tests.support.sse import SseEvent, open_stream
-from tests.support.stack import Stack, read_raw_until, read_until
+from tests.support.stack import Stack, read_raw_until, read_until, unique
 
 pytestmark = pytest.mark.integration
 KEY_A, KEY_B = "sub_key_a", "sub_key_b"
@@ -49,16 +48,6 @@ async def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) 
     stack.start("deliver")
     yield stack
     stack.stop()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 async def call(

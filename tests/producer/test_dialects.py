@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ import orjson
 import pytest
 
 from app.core.tenants import hash_key
-from tests.support.stack import Stack, read_until
+from tests.support.stack import Stack, read_until, unique
 
 pytestmark = pytest.mark.integration
 SEEDS = Path(__file__).parent / "seeds"
@@ -72,10 +71,6 @@ async def call(
 
 def seed(name: str) -> bytes:
     return (SEEDS / name).read_bytes()
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
 # The seed documents' own example requests, verbatim, and the response each documents.

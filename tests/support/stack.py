@@ -31,6 +31,11 @@ def new_namespace() -> str:
     return "t" + uuid.uuid4().hex[:10]
 
 
+def unique(prefix: str) -> str:
+    """A name or id no other test run uses: `prefix` and 12 random hex digits."""
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
 class SluiceProcess(Child):
     """A Sluice child of a test, with its own log file, kept for the report of a failed test."""
 
