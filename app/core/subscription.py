@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+import orjson
+
+from app.core.conditions import MISSING, Condition, holds, parse_condition, walk
 from app.core.fields import json_type, reject_unknown, require_object
 from app.core.instants import epoch_ms, from_epoch_ms
 from app.errors import ValidationError
@@ -29,7 +32,11 @@ EFFECT_KINDS = (
 )
 MAX_FILTER_VALUES = 1000
 BODY_FIELDS = frozenset({"name", "stream", "topic", "filter", "url"})
-FILTER_FIELDS = frozenset({"event_types", "users", "effect_kinds"})
+FILTER_FIELDS = frozenset({"event_types", "users", "effect_kinds", "where"})
+# What a filter's `where` condition reads, per stream: an event's type, data and metadata; an effect's event type,
+# changes and the rules that fired.
+WHERE_ROOTS = {"events": ("type", "data", "metadata"), "effects": ("type", "changes", "rules_fired")}
+MAX_WHERE_BYTES = 16 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,13 +46,19 @@ class Filter:
     event_types: frozenset[str] = frozenset()
     users: frozenset[str] = frozenset()
     effect_kinds: frozenset[str] = frozenset()
+    # A condition in the rules' language over the record (WHERE_ROOTS), kept as the JSON it was given in.
+    where_json: str | None = None
+    where: Condition | None = field(default=None, compare=False)
 
-    def as_dict(self) -> dict[str, list[str]]:
-        return {
+    def as_dict(self) -> dict[str, Any]:
+        shown: dict[str, Any] = {
             "event_types": sorted(self.event_types),
             "users": sorted(self.users),
             "effect_kinds": sorted(self.effect_kinds),
         }
+        if self.where_json is not None:
+            shown["where"] = orjson.loads(self.where_json)
+        return shown
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,9 +94,13 @@ class Subscription:
         event_type = record.get("type") if self.stream == "events" else record.get("event_type")
         if wanted.event_types and event_type not in wanted.event_types:
             return False
-        if wanted.effect_kinds and self.stream == "effects":
-            return bool(wanted.effect_kinds & kinds_of(record.get("changes") or {}))
-        return True
+        if (
+            wanted.effect_kinds
+            and self.stream == "effects"
+            and not wanted.effect_kinds & kinds_of(record.get("changes") or {})
+        ):
+            return False
+        return wanted.where is None or holds(wanted.where, _resolver(self.stream, record))
 
     def public(self) -> dict[str, Any]:
         """What the API shows: everything but the secret."""
@@ -106,6 +123,7 @@ class Subscription:
             "event_types": sorted(self.filter.event_types),
             "users": sorted(self.filter.users),
             "effect_kinds": sorted(self.filter.effect_kinds),
+            "filter_where": self.filter.where_json,
             "url": self.url,
             "secret": self.secret,
             "previous_secret": self.previous_secret,
@@ -121,7 +139,12 @@ class Subscription:
             stream=record["stream"],
             topic=record["topic"],
             filter=Filter(
-                frozenset(record["event_types"]), frozenset(record["users"]), frozenset(record["effect_kinds"])
+                frozenset(record["event_types"]),
+                frozenset(record["users"]),
+                frozenset(record["effect_kinds"]),
+                *_where(orjson.loads(record["filter_where"]), record["stream"], "filter.where")
+                if record.get("filter_where") is not None
+                else (),
             ),
             url=record["url"],
             secret=record["secret"],
@@ -195,10 +218,42 @@ def parse_subscription(
             _strings(raw_filter, "event_types", path + "filter."),
             _strings(raw_filter, "users", path + "filter."),
             kinds,
+            *_where(raw_filter["where"], stream, path + "filter.where") if raw_filter.get("where") is not None else (),
         ),
         url=url,
         secret=secret if url is not None else None,
     )
+
+
+def _where(raw: Any, stream: str, field: str) -> tuple[str, Condition]:
+    """A filter's condition and its JSON; refusals name the field inside it, as the rule parser does."""
+
+    def refuse(name: str, message: str) -> ValidationError:
+        return ValidationError(message, field=name, code="validation.filter")
+
+    text = orjson.dumps(raw, option=orjson.OPT_SORT_KEYS).decode()
+    if len(text) > MAX_WHERE_BYTES:
+        raise refuse(field, f"must be at most {MAX_WHERE_BYTES} bytes of JSON")
+    return text, parse_condition(raw, field=field, roots=WHERE_ROOTS[stream], refuse=refuse)
+
+
+def _resolver(stream: str, record: Mapping[str, Any]) -> Callable[[tuple[str, ...]], Any]:
+    """A path's value in a decoded record; an event's data and metadata (JSON text in Avro) are parsed when read."""
+
+    def resolve(path: tuple[str, ...]) -> Any:
+        head, rest = path[0], path[1:]
+        if head == "type":
+            value = record.get("type" if stream == "events" else "event_type", MISSING)
+            return value if not rest else MISSING
+        value = record.get(head, MISSING)
+        if isinstance(value, str) and head in ("data", "metadata"):
+            try:
+                value = orjson.loads(value)
+            except orjson.JSONDecodeError:
+                return MISSING
+        return walk(value, rest)
+
+    return resolve
 
 
 def _required_string(body: Mapping[str, Any], name: str, path: str) -> str:

@@ -338,6 +338,10 @@ SUBSCRIPTION = _obj(
                 "event_types": {"type": "array", "items": STRING},
                 "users": {"type": "array", "items": STRING},
                 "effect_kinds": {"type": "array", "items": STRING},
+                "where": {
+                    "type": "object",
+                    "description": "A condition in the rules' language: {field, <op>: value}, all, any, not, type",
+                },
             },
         ),
         "url": {"type": "string", "format": "uri"},

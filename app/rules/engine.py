@@ -2,29 +2,24 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from app.core.conditions import MISSING, holds, walk
 from app.core.instants import epoch_ms
 from app.rules.model import (
     COINS,
     AddPoints,
-    AllOf,
-    AnyOf,
     AwardBadge,
     BadgeReady,
-    Compare,
-    Condition,
     Effect,
     Emit,
     EvolutionReady,
     Fact,
     GrantTokens,
     Increment,
-    Not,
     Rule,
     SetCounter,
     Stop,
@@ -35,13 +30,16 @@ from app.rules.model import (
 
 NO_MATCHING_RULES = "no_matching_rules"
 NO_CHANGE = "no_state_change"
-MISSING = object()
 
 
 def apply(state: UserState, fact: Fact, rules: Sequence[Rule]) -> tuple[UserState, Effect]:
     work = _Work(state)
+
+    def resolve(path: tuple[str, ...]) -> Any:
+        return lookup(path, fact, work.view)
+
     for rule in rules:
-        if rule.when is not None and not holds(rule.when, fact, work.view):
+        if rule.when is not None and not holds(rule.when, resolve):
             continue
         work.fired.append(rule.id)
         stopped = False
@@ -58,72 +56,16 @@ def apply(state: UserState, fact: Fact, rules: Sequence[Rule]) -> tuple[UserStat
 # Conditions
 
 
-def holds(condition: Condition, fact: Fact, state: Callable[[], Mapping[str, Any]]) -> bool:
-    """Does the condition hold for the fact; `state` gives the user's state, asked only when a condition reads it."""
-    match condition:
-        case AllOf(items):
-            return all(holds(item, fact, state) for item in items)
-        case AnyOf(items):
-            return any(holds(item, fact, state) for item in items)
-        case Not(item):
-            return not holds(item, fact, state)
-        case Compare():
-            return _compare(condition, lookup(condition.path, fact, state))
-    raise AssertionError(condition)
-
-
 def lookup(path: tuple[str, ...], fact: Fact, state: Callable[[], Mapping[str, Any]]) -> Any:
     """`type`, `data.<a>.<b>...`, or the user's `state.coins|points.<c>|counters.<n>|badges|streaks.<s>|...`."""
     head, rest = path[0], path[1:]
-    value: Any
     if head == "type":
         return fact.type if not rest else MISSING
     if head == "data":
-        value = fact.data
-    elif head == "state":
-        value = state()
-    else:
-        return MISSING
-    for part in rest:
-        if isinstance(value, Mapping) and part in value:
-            value = value[part]
-        else:
-            return MISSING
-    return value
-
-
-def _compare(condition: Compare, value: Any) -> bool:
-    op, expected = condition.op, condition.value
-    if op == "exists":
-        return (value is not MISSING) == bool(expected)
-    if value is MISSING:
-        return op in ("ne", "not_in")
-    try:
-        match op:
-            case "eq":
-                return bool(value == expected)
-            case "ne":
-                return bool(value != expected)
-            case "gt":
-                return bool(value > expected)
-            case "gte":
-                return bool(value >= expected)
-            case "lt":
-                return bool(value < expected)
-            case "lte":
-                return bool(value <= expected)
-            case "in":
-                return value in expected
-            case "not_in":
-                return value not in expected
-            case "contains":
-                return isinstance(value, str | list | tuple | Mapping) and expected in value
-            case "matches":
-                pattern = condition.pattern or re.compile(str(expected))
-                return isinstance(value, str) and pattern.search(value) is not None
-    except TypeError:
-        return False  # e.g. "abc" > 3: a mismatch of types never matches
-    raise AssertionError(op)
+        return walk(fact.data, rest)
+    if head == "state":
+        return walk(state(), rest)
+    return MISSING
 
 
 # Actions

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import orjson
+
+from app.core.conditions import Condition
 
 COINS = "coins"
 
@@ -22,35 +23,7 @@ class Fact:
     data: Mapping[str, Any] = field(default_factory=dict)
 
 
-# Conditions
-
-
-@dataclass(frozen=True, slots=True)
-class Compare:
-    """`{field: data.score, gte: 0.9}`: a path into the event or the user's state, an operator, a value."""
-
-    path: tuple[str, ...]
-    op: str
-    value: Any
-    pattern: re.Pattern[str] | None = None  # compiled once for `matches`
-
-
-@dataclass(frozen=True, slots=True)
-class AllOf:
-    items: tuple[Condition, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class AnyOf:
-    items: tuple[Condition, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Not:
-    item: Condition
-
-
-Condition = Compare | AllOf | AnyOf | Not
+# Conditions: the language rules share with subscription filters (app/core/conditions.py).
 
 
 # Actions

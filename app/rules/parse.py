@@ -10,28 +10,23 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 
+from app.core.conditions import Condition, at, parse_condition
 from app.errors import ConfigError
 from app.rules.model import (
     Action,
     AddPoints,
-    AllOf,
-    AnyOf,
     AwardBadge,
     BadgeReady,
-    Compare,
-    Condition,
     Emit,
     EvolutionReady,
     GrantTokens,
     Increment,
-    Not,
     Rule,
     SetCounter,
     Stop,
     UpdateStreak,
 )
 
-OPERATORS = ("eq", "ne", "gt", "gte", "lt", "lte", "in", "not_in", "exists", "contains", "matches")
 ROOTS = ("type", "data", "state")
 NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
@@ -43,9 +38,7 @@ class _Where:
         self.source, self.rule, self.field = source, rule, field
 
     def at(self, part: str) -> _Where:
-        if part.isdigit():  # list positions read as then[0], like the API's events[2].type
-            return _Where(self.source, self.rule, f"{self.field}[{part}]")
-        return _Where(self.source, self.rule, f"{self.field}.{part}" if self.field else part)
+        return _Where(self.source, self.rule, at(self.field, part))
 
     def error(self, message: str) -> ConfigError:
         return ConfigError(f"{self.source}: rule {self.rule}: {self.field}: {message}", field=self.field)
@@ -88,54 +81,11 @@ def rules_version(raw: Any) -> str:
     return hashlib.sha256(canonical).hexdigest()[:12]
 
 
-# Conditions: `type: x`, `{field: path, <op>: value}`, `all: [...]`, `any: [...]`, `not: {...}`;
-# several keys in one mapping must all hold.
-
-
 def _condition(raw: Any, where: _Where) -> Condition:
-    if not isinstance(raw, dict) or not raw:
-        raise where.error("a condition must be a non-empty mapping")
-    if "field" in raw:
-        return _compare(raw, where)
-    parts: list[Condition] = []
-    for key, value in raw.items():
-        part = where.at(key)
-        if key == "type":
-            types = [value] if isinstance(value, str) else value
-            if not isinstance(types, list) or not types or not all(isinstance(t, str) for t in types):
-                raise part.error("must be an event type or a list of them")
-            parts.append(Compare(("type",), "in", tuple(types)))
-        elif key in ("all", "any"):
-            if not isinstance(value, list) or not value:
-                raise part.error("must be a non-empty list of conditions")
-            items = tuple(_condition(item, part.at(str(i))) for i, item in enumerate(value))
-            parts.append(AllOf(items) if key == "all" else AnyOf(items))
-        elif key == "not":
-            parts.append(Not(_condition(value, part)))
-        else:
-            raise part.error("unknown condition; use type, field, all, any or not")
-    return parts[0] if len(parts) == 1 else AllOf(tuple(parts))
+    def refuse(field: str, message: str) -> ConfigError:
+        return _Where(where.source, where.rule, field).error(message)
 
-
-def _compare(raw: dict[str, Any], where: _Where) -> Compare:
-    path = raw["field"]
-    if not isinstance(path, str) or path.split(".")[0] not in ROOTS:
-        raise where.at("field").error(f"must be a path starting with {', '.join(ROOTS)} (e.g. data.score)")
-    ops = [key for key in raw if key != "field"]
-    if len(ops) != 1 or ops[0] not in OPERATORS:
-        raise where.error(f"needs exactly one operator of {', '.join(OPERATORS)}")
-    op, value = ops[0], raw[ops[0]]
-    if op in ("in", "not_in") and not isinstance(value, list):
-        raise where.at(op).error("must be a list")
-    if op == "exists" and not isinstance(value, bool):
-        raise where.at(op).error("must be true or false")
-    pattern = None
-    if op == "matches":
-        try:
-            pattern = re.compile(str(value))
-        except re.error as exc:
-            raise where.at(op).error(f"not a valid regular expression: {exc}") from None
-    return Compare(tuple(path.split(".")), op, tuple(value) if isinstance(value, list) else value, pattern)
+    return parse_condition(raw, field=where.field, roots=ROOTS, refuse=refuse)
 
 
 # Actions: one-key mappings, applied in order.
