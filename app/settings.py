@@ -14,6 +14,8 @@ from typing import Any, get_type_hints
 from app.errors import SettingsError
 
 Network = IPv4Network | IPv6Network
+# OpenTelemetry's own variable for the collector, read as SLUICE_OTLP_ENDPOINT's fallback.
+OTEL_ENDPOINT = "OTEL_EXPORTER_OTLP_ENDPOINT"
 Networks = tuple[Network, ...]
 
 
@@ -121,6 +123,9 @@ class KeySettings:
         "Empty: no tokens, /login answers 503. `make run` keeps one in var/token_secret.",
     )
     token_ttl_s: int = _setting("SLUICE_TOKEN_TTL_S", 3600, "How long an access token from POST /login is valid.")
+    api_key: str = _setting(
+        "SLUICE_API_KEY", "", "The key `sluice dlq` sends to the producer; empty: the first of SLUICE_API_KEYS."
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,6 +237,16 @@ class DeliverySettings:
         "SLUICE_WEBHOOK_BACKOFF_BASE_S", 0.5, "Longest wait before the first webhook retry; doubles each time."
     )
     backoff_max_s: float = _setting("SLUICE_WEBHOOK_BACKOFF_MAX_S", 60.0, "Longest wait between two webhook retries.")
+    max_attempts: int = _setting(
+        "SLUICE_WEBHOOK_MAX_ATTEMPTS",
+        0,
+        "Most attempts of one webhook delivery before it is parked; 0: as many as SLUICE_WEBHOOK_RETRY_S allows.",
+    )
+    disable_after_s: float = _setting(
+        "SLUICE_WEBHOOK_DISABLE_AFTER_S",
+        86400.0,
+        "A webhook subscription whose endpoint has answered no 2xx for this long is disabled, with a notice; 0: never.",
+    )
     private_networks: Networks = _setting(
         "SLUICE_WEBHOOK_PRIVATE_NETWORKS",
         (),
@@ -286,6 +301,41 @@ class LimitSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ObservabilitySettings:
+    """Prometheus metrics and OpenTelemetry traces."""
+
+    metrics: bool = _setting(
+        "SLUICE_METRICS",
+        True,
+        "Count and serve /metrics (on the producer's port, the worker's web port and the dispatcher's metrics "
+        "port); off: neither.",
+    )
+    metrics_token: str = _setting(
+        "SLUICE_METRICS_TOKEN",
+        "",
+        "Bearer token /metrics requires (Authorization: Bearer <token>); empty: /metrics is open, as most "
+        "exporters are.",
+    )
+    metrics_max_tenants: int = _setting(
+        "SLUICE_METRICS_MAX_TENANTS",
+        100,
+        'Distinct tenant label values one process exports per metric; the tenants after them count as "other".',
+    )
+    deliver_metrics_host: str = _setting(
+        "SLUICE_DELIVER_METRICS_HOST", "127.0.0.1", "Interface the dispatcher's /metrics listens on."
+    )
+    deliver_metrics_port: int = _setting(
+        "SLUICE_DELIVER_METRICS_PORT", 0, "Port of the dispatcher's (`sluice deliver`) /metrics; 0: not served."
+    )
+    otlp_endpoint: str = _setting(
+        "SLUICE_OTLP_ENDPOINT",
+        "",
+        "OTLP/HTTP collector base URL (spans go to <url>/v1/traces). Empty: no span is exported, and trace "
+        "context is only passed along. `OTEL_EXPORTER_OTLP_ENDPOINT` is read too.",
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Every knob Sluice has, in sections; each field names its own environment variable."""
 
@@ -298,6 +348,7 @@ class Settings:
     delivery: DeliverySettings = field(default_factory=DeliverySettings)
     analytics: AnalyticsSettings = field(default_factory=AnalyticsSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
+    observability: ObservabilitySettings = field(default_factory=ObservabilitySettings)
     log_level: str = _setting("SLUICE_LOG_LEVEL", "info", "debug, info, warning or error.")
 
     @classmethod
@@ -312,6 +363,8 @@ class Settings:
             }
             if section is KafkaSettings and "bootstrap_servers" not in values and env.get("KAFKA_BOOTSTRAP_SERVERS"):
                 values["bootstrap_servers"] = env["KAFKA_BOOTSTRAP_SERVERS"]
+            if section is ObservabilitySettings and "otlp_endpoint" not in values and env.get(OTEL_ENDPOINT):
+                values["otlp_endpoint"] = env[OTEL_ENDPOINT].strip()
             sections[name] = section(**values)
         log_level = env.get("SLUICE_LOG_LEVEL") or "info"
         settings = cls(**sections, log_level=log_level.strip().lower())
@@ -330,7 +383,7 @@ class Settings:
     @classmethod
     def env_names(cls) -> frozenset[str]:
         """Every environment variable Sluice reads."""
-        return frozenset({env for _, env, _, _ in cls.documented()} | {"KAFKA_BOOTSTRAP_SERVERS"})
+        return frozenset({env for _, env, _, _ in cls.documented()} | {"KAFKA_BOOTSTRAP_SERVERS", OTEL_ENDPOINT})
 
     def replace(self, section: str, **changes: Any) -> Settings:
         """A copy with some fields of one section changed (command-line flags over the environment)."""
@@ -363,6 +416,7 @@ class Settings:
             ("SLUICE_WAIT_GROUP_RETENTION_S", self.scheduling.wait_group_retention_s),
             ("SLUICE_PULL_LOCK_S", self.delivery.pull_lock_s),
             ("SLUICE_TOKEN_TTL_S", self.keys.token_ttl_s),
+            ("SLUICE_METRICS_MAX_TENANTS", self.observability.metrics_max_tenants),
         ):
             if value < 1:
                 raise SettingsError(f"{env}: must be at least 1", field=env)
@@ -410,6 +464,8 @@ def _fields(section: Any) -> Iterator[tuple[dataclasses.Field[Any], Any]]:
 def _convert(name: str, raw: str, kind: Any) -> Any:
     text = raw.strip()
     try:
+        if kind is bool:
+            return _switch(text)
         if kind is int:
             return int(text)
         if kind is float:
@@ -425,6 +481,15 @@ def _convert(name: str, raw: str, kind: Any) -> Any:
     return text
 
 
+def _switch(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in {"on", "true", "1", "yes"}:
+        return True
+    if lowered in {"off", "false", "0", "no"}:
+        return False
+    raise ValueError(f"must be on or off, got {text!r}")
+
+
 def markdown_table() -> str:
     """The settings table of docs/operations.md, written from each setting's own doc string."""
     rows = ["| variable | section | default | meaning |", "|---|---|---|---|"]
@@ -436,6 +501,8 @@ def markdown_table() -> str:
 def _shown(default: Any) -> str:
     if default in ("", (), None):
         return "(empty)"
+    if isinstance(default, bool):
+        return "`on`" if default else "`off`"
     if isinstance(default, Path) and default.is_relative_to(Path.home()):
         return f"`~/{default.relative_to(Path.home())}`"
     return f"`{default}`"

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import sys
+import tempfile
 
 from app.core.tenants import dev_keys
 from app.kafka.launcher import wait_for_kafka
+from app.observability.metrics import MULTIPROC_ENV
 from app.runtime.processes import Child
 from app.settings import Settings
 
@@ -58,20 +61,28 @@ async def producers(settings: Settings) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    # Each process writes its metrics to files in a directory of this run's, which a scrape of any
+    # one of them reads whole: the counters of all of them, summed. A fresh one, so that no count
+    # of an earlier run is read as this one's.
+    metrics_dir = tempfile.mkdtemp(prefix="sluice-metrics-")
     # Flags given to this command reach the children through their environment.
     env = {
         **os.environ,
         "SLUICE_PRODUCER_PORT": str(settings.producer.port),
         "SLUICE_PRODUCER_PROCESSES": str(settings.producer.processes),
+        MULTIPROC_ENV: metrics_dir,
     }
-    children = [Child("producer", env, args=("--serve-one",)).start() for _ in range(settings.producer.processes)]
-    waits = [asyncio.ensure_future(child.wait()) for child in children]
-    stopper = asyncio.ensure_future(stop.wait())
-    done, _ = await asyncio.wait({*waits, stopper}, return_when=asyncio.FIRST_COMPLETED)
-    failed = any(task in done for task in waits)
-    await asyncio.gather(*(child.stop_async(20) for child in children))
-    stopper.cancel()
-    return 1 if failed else 0
+    try:
+        children = [Child("producer", env, args=("--serve-one",)).start() for _ in range(settings.producer.processes)]
+        waits = [asyncio.ensure_future(child.wait()) for child in children]
+        stopper = asyncio.ensure_future(stop.wait())
+        done, _ = await asyncio.wait({*waits, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        failed = any(task in done for task in waits)
+        await asyncio.gather(*(child.stop_async(20) for child in children))
+        stopper.cancel()
+        return 1 if failed else 0
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 def _banner(settings: Settings) -> None:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -21,8 +25,25 @@ class Codec(Protocol):
     def decode(self, data: bytes) -> dict[str, Any]: ...
 
 
+# While a refused request is replayed, the ids a dialect makes up for events without one are derived
+# from the dead letter's place instead, so that replaying it again makes the same ids, which dedupe.
+_DERIVED_IDS: ContextVar[Iterator[str] | None] = ContextVar("derived_event_ids", default=None)
+
+
 def new_event_id() -> str:
-    return "evt_" + uuid.uuid4().hex
+    derived = _DERIVED_IDS.get()
+    return "evt_" + (uuid.uuid4().hex if derived is None else next(derived))
+
+
+@contextmanager
+def derived_event_ids(seed: str) -> Iterator[None]:
+    """Within it, the n-th new_event_id() is evt_ and the first 32 hex digits of sha256(f"{seed}#{n}")."""
+    ids = (hashlib.sha256(f"{seed}#{n}".encode()).hexdigest()[:32] for n in itertools.count())
+    token = _DERIVED_IDS.set(ids)
+    try:
+        yield
+    finally:
+        _DERIVED_IDS.reset(token)
 
 
 def utcnow() -> datetime:

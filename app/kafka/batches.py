@@ -14,7 +14,11 @@ from aiokafka.structs import RecordMetadata
 # Below the broker's default message.max.bytes (1 MiB) with room for the batch header.
 MAX_BATCH_BYTES = 1000 * 1024
 
-Batches = Mapping[tuple[str, int], Sequence[tuple[bytes, bytes | None]]]  # (topic, partition) -> [(key, value)]
+Headers = list[tuple[str, bytes]]  # a list: aiokafka's record builder takes no other sequence
+NO_HEADERS: Headers = []
+# (key, value), or (key, value, headers): a record's headers (its trace context) when it has any.
+Item = tuple[bytes, bytes | None] | tuple[bytes, bytes | None, Headers]
+Batches = Mapping[tuple[str, int], Sequence[Item]]  # (topic, partition) -> records
 
 
 async def send_batches(producer: AIOKafkaProducer, batches: Batches) -> list[asyncio.Future[RecordMetadata]]:
@@ -26,11 +30,13 @@ async def send_batches(producer: AIOKafkaProducer, batches: Batches) -> list[asy
     acks = []
     for (topic, partition), items in batches.items():
         batch = producer.create_batch()
-        for key, value in items:
-            if batch.append(key=key, value=value, timestamp=None) is None:  # full: send, start anew
+        for item in items:
+            key, value = item[0], item[1]
+            headers = item[2] if len(item) == 3 else NO_HEADERS
+            if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:  # full: send, start anew
                 acks.append(await _send(producer, batch, topic, partition))
                 batch = producer.create_batch()
-                batch.append(key=key, value=value, timestamp=None)
+                batch.append(key=key, value=value, timestamp=None, headers=headers)
         acks.append(await _send(producer, batch, topic, partition))
     return acks
 

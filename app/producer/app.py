@@ -14,8 +14,24 @@ from app.delivery.pulls import Pulls
 from app.delivery.registry import Registry
 from app.deployment import Deployment
 from app.kafka.topology import ensure_topics
-from app.producer import connections, ingest, login, openapi, pull, scheduling, subscriptions, tables
-from app.producer.http import CONTEXT, Context, close_stalled, errors, json_response
+from app.observability import metrics
+from app.observability.lag import GroupLag
+from app.observability.serving import metrics_handler
+from app.observability.tracing import Tracing
+from app.producer import (
+    connections,
+    console,
+    dlq,
+    ingest,
+    login,
+    notices,
+    openapi,
+    pull,
+    scheduling,
+    subscriptions,
+    tables,
+)
+from app.producer.http import CONTEXT, Context, close_stalled, count_streams, errors, json_response, observe
 from app.producer.mirror import Mirror
 from app.producer.publisher import Publisher
 from app.producer.replies import Replies
@@ -25,7 +41,7 @@ from app.settings import Settings
 log = logging.getLogger(__name__)
 
 # Each module registers its routes with add_routes(app) and reads what it needs from app[CONTEXT].
-ROUTE_MODULES = (ingest, subscriptions, scheduling, tables, login, pull)
+ROUTE_MODULES = (ingest, subscriptions, scheduling, tables, login, pull, console, dlq, notices)
 
 
 async def health(request: web.Request) -> web.Response:
@@ -48,12 +64,15 @@ def quotas_of(settings: Settings, keyring: KeyRing) -> Quotas:
     )
 
 
-def create_app(context: Context) -> web.Application:
+def create_app(context: Context, lags: tuple[GroupLag, ...] = ()) -> web.Application:
     # client_max_size is left above the cap: read_body enforces it, on the inflated body.
-    app = web.Application(middlewares=[errors], client_max_size=context.settings.producer.max_body_bytes + 1)
+    app = web.Application(middlewares=[observe, errors], client_max_size=context.settings.producer.max_body_bytes + 1)
     app[CONTEXT] = context
     app.on_response_prepare.append(close_stalled)
+    app.on_response_prepare.append(count_streams)
     app.router.add_get("/health", health)
+    if context.tenant_label is not None:
+        app.router.add_get("/metrics", metrics_handler(context.settings.observability.metrics_token, lags))
     app.router.add_get("/openapi.json", openapi_document)
     for module in ROUTE_MODULES:
         module.add_routes(app)
@@ -97,11 +116,25 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None, stop:
         pulls = Pulls.of(deployment)
         await pulls.start()
         quotas = quotas_of(settings, keyring)
-        context = Context(deployment, keyring, publisher, replies, registry, mirror, pulls=pulls, quotas=quotas)
+        observability = settings.observability
+        context = Context(
+            deployment,
+            keyring,
+            publisher,
+            replies,
+            registry,
+            mirror,
+            pulls=pulls,
+            quotas=quotas,
+            tenant_label=metrics.TenantLabels(observability.metrics_max_tenants) if observability.metrics else None,
+            tracing=Tracing("sluice-producer", observability.otlp_endpoint),
+        )
+        # The workers' lag, read at each scrape: it is there to see while every worker is down.
+        lag = GroupLag(kafka.bootstrap, settings.group_id, list(topology.events.values()), topology.partitions)
         http = settings.producer
         # aiohttp's keep-alive timer runs from a connection's start until a request's headers are
         # in, and again after each answer: one timeout for slow headers and idle connections.
-        runner = web.AppRunner(create_app(context), access_log=None, keepalive_timeout=http.idle_timeout_s)
+        runner = web.AppRunner(create_app(context, (lag,)), access_log=None, keepalive_timeout=http.idle_timeout_s)
         await runner.setup()
         assert runner.server is not None
         # Several producer processes share one port; a lone one binds plainly, so a second
@@ -122,3 +155,5 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None, stop:
             await registry.stop()
             await mirror.stop()
             await pulls.stop()
+            await lag.stop()
+            context.tracing.shutdown()

@@ -8,6 +8,8 @@ import logging
 import orjson
 from aiohttp import web
 
+from app.observability import metrics
+
 log = logging.getLogger(__name__)
 
 REFUSAL = orjson.dumps(
@@ -93,6 +95,7 @@ async def listen(server: web.Server, host: str, port: int, *, most: int, reuse_p
         if len(live) < most:
             said = False
             return _Counted(server(), live)
+        metrics.CONNECTIONS_REFUSED.inc()
         if not said:  # once per crowd, not per refused connection
             log.warning("%d connections open: refusing new ones until some close", most)
             said = True

@@ -31,6 +31,8 @@ from app.errors import (
     UnsupportedMediaType,
 )
 from app.kafka.topology import Topology
+from app.observability import metrics
+from app.observability.tracing import Tracing
 from app.producer.mirror import Mirror
 from app.producer.publisher import Publisher
 from app.producer.replies import Replies
@@ -51,6 +53,8 @@ class Context:
     mirror: Mirror | None = None  # absent: scheduled and wait group routes answer 503
     quotas: Quotas = field(default_factory=Quotas)  # default: no limits
     pulls: Pulls | None = None  # absent: pull subscription routes answer 503
+    tenant_label: metrics.TenantLabels | None = None  # absent: metrics are off (SLUICE_METRICS)
+    tracing: Tracing = field(default_factory=lambda: Tracing("sluice-producer"))
 
     @property
     def settings(self) -> Settings:
@@ -73,6 +77,8 @@ CONTEXT = web.AppKey("context", Context)
 PRINCIPAL = web.RequestKey("sluice_principal", Principal)
 RAW_BODY = web.RequestKey("sluice_raw_body", bytes)
 STALLED = web.RequestKey("sluice_body_stalled", bool)
+STREAMING = web.RequestKey("sluice_streaming", bool)
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 async def close_stalled(request: web.Request, response: web.StreamResponse) -> None:
@@ -81,6 +87,37 @@ async def close_stalled(request: web.Request, response: web.StreamResponse) -> N
     if request.get(STALLED):
         response.force_close()
         response.headers["Connection"] = "close"  # the headers are prepared already; the hook may still change them
+
+
+@web.middleware
+async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Count every answer by route pattern (never the raw path: that label would be unbounded) and status."""
+    if request.app[CONTEXT].tenant_label is None:
+        return await handler(request)
+    status = 500  # what aiohttp answers for an exception that gets past the `errors` middleware
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except asyncio.CancelledError:
+        status = 499  # the client closed the connection before the answer (nginx's code for it)
+        raise
+    finally:
+        if request.get(STREAMING):
+            metrics.SSE_STREAMS.dec()
+        route = _route_name(request, "unmatched")
+        method = request.method if request.method in METHODS else "other"
+        metrics.HTTP_REQUESTS.labels(route, method, str(status)).inc()
+        raw = request.get(RAW_BODY)
+        if raw is not None:
+            metrics.HTTP_REQUEST_BODY.labels(route).observe(len(raw))
+
+
+async def count_streams(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: an event stream counts as open from its headers until its handler returns."""
+    if response.content_type == "text/event-stream" and request.app[CONTEXT].tenant_label is not None:
+        metrics.SSE_STREAMS.inc()
+        request[STREAMING] = True
 
 
 def json_response(status: int, body: object, headers: dict[str, str] | None = None) -> web.Response:
@@ -145,13 +182,24 @@ async def keep_refused(request: web.Request, exc: RequestError, body: bytes | No
         body=request.get(RAW_BODY, b"") if body is None else body,
         tenant=principal.tenant,
         content_type=request.headers.get("Content-Type"),
+        topic=request.match_info.get("topic_slug"),
     )
     await context.publisher.dead_letter(context.topology.tenant_dead_letters(principal.tenant), letter)
 
 
-def _route_name(request: web.Request) -> str:
+def _route_name(request: web.Request, unmatched: str | None = None) -> str:
+    """The route's pattern (`/topics/{topic_slug}/events`); for no route, `unmatched`, else the path."""
     info = request.match_info.route.resource
-    return info.canonical if info is not None else request.path
+    if info is not None:
+        return info.canonical
+    return request.path if unmatched is None else unmatched
+
+
+def count_rate_limited(request: web.Request, exc: RateLimited, tenant: str) -> None:
+    """Count a 429 by tenant and by the limit it hit (the error's field)."""
+    tenant_label = request.app[CONTEXT].tenant_label
+    if tenant_label is not None:
+        metrics.RATE_LIMITED.labels(tenant_label(tenant), exc.field or "limit").inc()
 
 
 def authenticate(request: web.Request) -> Principal:
@@ -164,14 +212,22 @@ def authenticate(request: web.Request) -> Principal:
         principal = context.keyring.principal_for(None if credential is None else credential.value)
     request[PRINCIPAL] = principal
     # Counted once the principal is known, so a refusal names whose limit it is.
-    context.quotas.request(principal.key_id, principal.limits, principal.tenant)
+    try:
+        context.quotas.request(principal.key_id, principal.limits, principal.tenant)
+    except RateLimited as exc:
+        count_rate_limited(request, exc, principal.tenant)
+        raise
     return principal
 
 
 def count_events(request: web.Request, count: int) -> None:
     """Count `count` accepted events against the request's key and tenant; RateLimited past a limit."""
     principal = request[PRINCIPAL]
-    request.app[CONTEXT].quotas.events(principal.key_id, principal.limits, principal.tenant, count)
+    try:
+        request.app[CONTEXT].quotas.events(principal.key_id, principal.limits, principal.tenant, count)
+    except RateLimited as exc:
+        count_rate_limited(request, exc, principal.tenant)
+        raise
 
 
 async def read_body(request: web.Request, limit: int) -> bytes:

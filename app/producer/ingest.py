@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import orjson
 from aiohttp import web
+from opentelemetry.trace import SpanKind
 
 from app.catalog import TopicSpec
 from app.core.envelope import utcnow
 from app.dialects import cloudevents, gamification, product_analytics, pubsub, segment, segment_v1, usage
 from app.dialects.base import Dialect, Parsed, Request
 from app.errors import NotFound, RequestError, Unavailable
+from app.kafka.batches import Headers
+from app.observability import metrics
+from app.observability.tracing import from_http, to_kafka
 from app.producer.http import (
     CONTEXT,
+    PRINCIPAL,
     Context,
     Handler,
     authenticate,
@@ -77,10 +82,30 @@ def resolve_topic(context: Context, request: web.Request, dialect: Dialect) -> T
 def ingest(dialect: Dialect, *, dry_run: bool = False) -> Handler:
     async def handle(request: web.Request) -> web.StreamResponse:
         context = request.app[CONTEXT]
+        if dry_run:
+            return await answer(request, context, None)
+        # The request's span: a child of the caller's `traceparent`, or a new trace. Its context
+        # travels on the event records' headers to the worker.
+        route = request.match_info.route.resource
+        span = context.tracing.start(
+            f"{request.method} {route.canonical if route is not None else request.path}",
+            from_http(request.headers),
+            kind=SpanKind.SERVER,
+            attributes={"sluice.dialect": dialect.name},
+        )
+        try:
+            return await answer(request, context, to_kafka(span))
+        finally:
+            span.end()
+
+    async def answer(request: web.Request, context: Context, trace: Headers | None) -> web.StreamResponse:
         settings = context.settings.producer
         try:
             principal = authenticate(request)
         except RequestError as exc:  # no tenant yet: nothing to keep on a dead-letter topic
+            if not dry_run:
+                principal_or_none = request.get(PRINCIPAL)  # known when a rate limit refused it
+                _refused(context, dialect, None if principal_or_none is None else principal_or_none.tenant, exc.code)
             return json_response(exc.status, dialect.auth_error_body(exc), error_headers(exc))
         try:
             limit = min(dialect.max_body_bytes or settings.max_body_bytes, settings.max_body_bytes)
@@ -104,18 +129,19 @@ def ingest(dialect: Dialect, *, dry_run: bool = False) -> Handler:
             await _check_wait_groups(context, parsed)
         except RequestError as exc:
             if not dry_run:
+                _refused(context, dialect, principal.tenant, exc.code)
                 await keep_refused(request, exc)
             return json_response(exc.status, dialect.error_body(exc), error_headers(exc))
         if dry_run:
             status, payload = dialect.respond(parsed)
             return json_response(status, payload)
         if dialect.reply is None or context.replies is None:
-            await _write(request, context, parsed)
+            await _write(request, context, parsed, dialect, trace)
             status, payload = dialect.respond(parsed)
             return json_response(status, payload)
         keys = [(principal.tenant, spec.slug, event.id) for _, event in parsed.accepted]
         async with context.replies.expect(keys) as futures:
-            await _write(request, context, parsed)
+            await _write(request, context, parsed, dialect, trace)
             arrived = await gather_effects(futures, settings.effect_timeout_s)
         status, payload = dialect.reply(parsed, {key[2]: effect for key, effect in arrived.items()})
         return json_response(status, payload)
@@ -133,12 +159,32 @@ async def _check_wait_groups(context: Context, parsed: Parsed) -> None:
             )
 
 
-async def _write(request: web.Request, context: Context, parsed: Parsed) -> None:
+async def _write(
+    request: web.Request, context: Context, parsed: Parsed, dialect: Dialect, trace: Headers | None
+) -> None:
+    tenant = request[PRINCIPAL].tenant
     for rejection in parsed.rejected:
+        _refused(context, dialect, tenant, rejection.error.code)
         await keep_refused(request, rejection.error, orjson.dumps(rejection.event))
     # A future send_at goes to the scheduled topic instead, for the worker to deliver when due.
     routes, now = context.deployment.routes, utcnow()
-    await context.publisher.publish_many([r for _, event in parsed.accepted for r in records(event, routes, now)])
+    written = [r for _, event in parsed.accepted for r in records(event, routes, now)]
+    try:
+        await context.publisher.publish_many(written, headers=trace)
+    except Unavailable:
+        _refused(context, dialect, tenant, Unavailable.code, len(parsed.accepted))
+        raise
+    tenant_label = context.tenant_label
+    if tenant_label is not None and parsed.accepted:
+        metrics.EVENTS_ACCEPTED.labels(dialect.name, tenant_label(tenant)).inc(len(parsed.accepted))
+
+
+def _refused(context: Context, dialect: Dialect, tenant: str | None, reason: str, count: int = 1) -> None:
+    """Count refused events (a request refused whole counts once); `tenant` None: not known yet."""
+    tenant_label = context.tenant_label
+    if tenant_label is not None and count:
+        label = metrics.UNKNOWN if tenant is None else tenant_label(tenant)
+        metrics.EVENTS_REFUSED.labels(dialect.name, label, reason).inc(count)
 
 
 async def simulate_rules(request: web.Request) -> web.Response:

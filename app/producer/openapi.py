@@ -318,6 +318,14 @@ OPERATIONS: dict[tuple[str, str], Json] = {
         ],
     },
     ("GET", "/health"): {"summary": "Liveness", "security": [], "responses": {"200": {"description": "ok"}}},
+    ("GET", "/metrics"): {
+        "summary": "Prometheus metrics (docs/observability.md); a bearer token when SLUICE_METRICS_TOKEN is set",
+        "security": [],
+        "responses": {
+            "200": {"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}},
+            "401": {"description": "SLUICE_METRICS_TOKEN is set and the request does not carry it"},
+        },
+    },
     ("GET", "/openapi.json"): {
         "summary": "This document",
         "security": [],
@@ -345,6 +353,16 @@ SUBSCRIPTION = _obj(
             },
         ),
         "url": {"type": "string", "format": "uri"},
+        "retry": _obj(
+            [],
+            {
+                "base_s": {"type": "number", "minimum": 0.001, "maximum": 3600},
+                "max_s": {"type": "number", "minimum": 0.001, "maximum": 86400},
+                "total_s": {"type": "number", "minimum": 0, "maximum": 604800},
+                "max_attempts": {"type": "integer", "minimum": 0, "maximum": 1000},
+            },
+        ),
+        "disable_after_s": {"type": "number", "minimum": 0, "maximum": 2592000},
     },
 )
 SSE = "text/event-stream; each event's id is a cursor; send it back as Last-Event-ID to resume"
@@ -384,6 +402,29 @@ OPERATIONS |= {
             ("200", "the subscription with its new secret and previous_secret_until"),
         ),
         "parameters": [NAME],
+    },
+    ("POST", "/subscriptions/{name}/enable"): {
+        **_op(
+            "Enable a disabled webhook subscription: what matched while it was disabled is delivered first",
+            None,
+            ("200", "the subscription"),
+        ),
+        "parameters": [NAME],
+    },
+    ("POST", "/subscriptions/{name}/disable"): {
+        **_op("Disable a webhook subscription: nothing is sent, what matches waits", None, ("200", "the subscription")),
+        "parameters": [NAME],
+    },
+    ("GET", "/notices"): {
+        **_op(
+            "The tenant's notices about its subscriptions (disabled, enabled) after a cursor",
+            None,
+            ("200", '{"notices": [{"type", "tenant", "subscription", ..., "cursor"}], "cursor"}'),
+        ),
+        "parameters": [
+            {"name": "after", "in": "query", "schema": STRING},
+            {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
+        ],
     },
     ("GET", "/effects/stream"): {
         **_op("Stream the tenant's effects", None, ("200", SSE), answers="text/event-stream"),
@@ -483,6 +524,178 @@ OPERATIONS |= {
         ("200", '{"id", "status": "available"}'),
         [EVENT_ID],
         {"409": "the event is acknowledged already"},
+    ),
+}
+
+
+NON_NEGATIVE: Json = {"type": "integer", "minimum": 0}
+CHART_ROW = _obj(
+    ["key", "window_start", "window_end", "value", "events"],
+    {
+        "key": OBJECT,
+        "window_start": TIME,
+        "window_end": TIME,
+        "value": {"type": ["number", "null"]},
+        "events": NON_NEGATIVE,
+    },
+)
+CONSOLE_STATS = _obj(
+    ["tenant", "topics", "topic_limited", "at", "events_accepted", "events_refused", "lag", "tables"],
+    {
+        "tenant": STRING,
+        "topics": {"type": "array", "items": STRING},
+        "topic_limited": {"type": "boolean"},
+        "at": {
+            **NON_NEGATIVE,
+            "description": "epoch ms when the counters were read: rates divide by the time between two",
+        },
+        "events_accepted": NON_NEGATIVE,
+        "events_refused": NON_NEGATIVE,
+        "lag": {
+            "description": "records of every tenant the worker has not applied yet; null while Kafka does not answer",
+            "oneOf": [
+                {"type": "null"},
+                _obj(
+                    ["total", "partitions"],
+                    {"total": NON_NEGATIVE, "partitions": {"type": "object", "additionalProperties": NON_NEGATIVE}},
+                ),
+            ],
+        },
+        "tables": {
+            "type": "array",
+            "items": _obj(
+                ["name", "from", "to", "keys", "rows", "error"],
+                {
+                    "name": STRING,
+                    "from": TIME,
+                    "to": TIME,
+                    "keys": NON_NEGATIVE,
+                    "rows": {"type": "array", "items": CHART_ROW},
+                    "error": {"type": ["string", "null"]},
+                },
+                closed=False,
+            ),
+        },
+    },
+)
+
+
+def _console_file(summary: str, media: str) -> Json:
+    return {"summary": summary, "security": [], "responses": {"200": _answer("the file", STRING, media)}}
+
+
+def _console_stats() -> Json:
+    operation = _op(
+        "What the console polls: the tenant's event counters, the worker's lag, table charts", None, ("200", "")
+    )
+    operation["responses"]["200"] = _answer(
+        "counters, lag and the latest windows of each table the key sees", CONSOLE_STATS
+    )
+    return operation
+
+
+OPERATIONS |= {
+    ("GET", "/console"): _console_file(
+        "The console: a live page of the tenant's traffic (asks for the key)", "text/html"
+    ),
+    ("GET", "/console/console.js"): _console_file("The console's script", "text/javascript"),
+    ("GET", "/console/console.css"): _console_file("The console's stylesheet", "text/css"),
+    ("GET", "/console/stats"): _console_stats(),
+}
+
+
+NULLABLE_STRING: Json = {"type": ["string", "null"]}
+DEAD_LETTER = _obj(
+    ["id", "received_at", "stage", "source", "code", "field", "message", "content_type", "body"],
+    {
+        "id": {"type": "string", "description": "<partition>:<offset> on the tenant's dead-letter topic"},
+        "received_at": TIME,
+        "stage": STRING,
+        "source": STRING,
+        "topic": NULLABLE_STRING,
+        "code": STRING,
+        "field": NULLABLE_STRING,
+        "message": STRING,
+        "content_type": NULLABLE_STRING,
+        "body": {"description": "the refused body: its JSON, or else its text"},
+        "body_encoding": {"enum": ["json", "text"]},
+    },
+    closed=False,
+)
+DLQ_FILTER = _obj(
+    [],
+    {
+        "reason": {"type": "string", "minLength": 1, "maxLength": 200},
+        "from": TIME,
+        "to": TIME,
+        "ids": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": 1000,
+            "items": {"type": "string", "pattern": "^[0-9]+:[0-9]+$"},
+        },
+    },
+)
+LIMIT_1000: Json = {"type": "integer", "minimum": 1, "maximum": 1000}
+
+
+def _dlq_op(summary: str, body: Json | None, ok: str, answer: Json) -> Json:
+    operation = _op(summary, body, ("200", ok))
+    operation["responses"]["200"] = _answer(ok, answer)
+    return operation
+
+
+OPERATIONS |= {
+    ("GET", "/dlq"): {
+        **_dlq_op(
+            "The tenant's refused requests and events with their reasons, oldest (or newest) first",
+            None,
+            '{"records": [...], "cursor", "more"}',
+            _obj(
+                ["records", "cursor"],
+                {"records": {"type": "array", "items": DEAD_LETTER}, "cursor": STRING, "more": {"type": "boolean"}},
+                closed=False,
+            ),
+        ),
+        "parameters": [
+            {"name": "reason", "in": "query", "schema": {"type": "string", "minLength": 1, "maxLength": 200}},
+            {"name": "from", "in": "query", "schema": TIME},
+            {"name": "to", "in": "query", "schema": TIME},
+            {"name": "limit", "in": "query", "schema": LIMIT_1000},
+            {"name": "after", "in": "query", "schema": STRING},
+            {"name": "order", "in": "query", "schema": {"enum": ["oldest", "newest"]}},
+        ],
+    },
+    ("POST", "/dlq/replay"): _dlq_op(
+        "Send refused requests again through their routes, merge-patched; what passes is published",
+        _obj(
+            [],
+            {"filter": DLQ_FILTER, "patch": {}, "dry_run": {"type": "boolean"}, "after": STRING, "limit": LIMIT_1000},
+        ),
+        '{"replayed", "still_refused": [...], "matched", "cursor", "more"}',
+        _obj(
+            ["replayed", "still_refused", "matched"],
+            {
+                "replayed": {"type": "integer", "minimum": 0},
+                "still_refused": {
+                    "type": "array",
+                    "items": _obj(
+                        ["id", "code", "field", "message"],
+                        {
+                            "id": STRING,
+                            "index": {"type": ["integer", "null"]},
+                            "code": STRING,
+                            "field": NULLABLE_STRING,
+                            "message": STRING,
+                        },
+                    ),
+                },
+                "matched": {"type": "integer", "minimum": 0},
+                "cursor": STRING,
+                "more": {"type": "boolean"},
+            },
+            closed=False,
+        ),
     ),
 }
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from types import TracebackType
 
 from aiokafka import AIOKafkaProducer
@@ -13,11 +14,13 @@ from aiokafka.structs import RecordMetadata
 from app.avro.schemas import Schema
 from app.core.dead_letter import DeadLetter
 from app.errors import Unavailable
-from app.kafka.batches import MAX_BATCH_BYTES, partition_of, send_batches
+from app.kafka.batches import MAX_BATCH_BYTES, Headers, Item, partition_of, send_batches
+from app.observability import metrics
 
 log = logging.getLogger(__name__)
 
 Record = tuple[str, bytes, bytes]  # (topic, key, value)
+Queued = tuple[list[Record], Headers | None, asyncio.Future[None]]  # a request's records, their headers
 # After these the producer's sequence numbers for a partition no longer match the broker's.
 LOST_SEQUENCE = (OutOfOrderSequenceNumber, UnknownProducerId)
 
@@ -34,12 +37,13 @@ class Publisher:
     into the next one, in arrival order, so one user's records keep their order.
     """
 
-    def __init__(self, bootstrap: str, *, dead_letter_schema: Schema, timeout_s: float) -> None:
+    def __init__(self, bootstrap: str, *, dead_letter_schema: Schema, timeout_s: float, measured: bool = True) -> None:
         self._bootstrap = bootstrap
         self._timeout_s = timeout_s
         self._dead_letter_schema = dead_letter_schema
+        self._measured = measured  # publish latency and errors counted (SLUICE_METRICS)
         self._partition_counts: dict[str, int] = {}
-        self._queue: list[tuple[list[Record], asyncio.Future[None]]] = []
+        self._queue: list[Queued] = []
         self._wakeup = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
         self._in_flight: asyncio.Task[None] | None = None  # the flush awaiting its acks
@@ -67,7 +71,7 @@ class Publisher:
             await asyncio.gather(self._flusher, return_exceptions=True)
         if self._in_flight is not None:
             await asyncio.gather(self._in_flight, return_exceptions=True)
-        for _, done in self._queue:
+        for _, _, done in self._queue:
             if not done.done():
                 done.set_exception(Unavailable("the producer is shutting down"))
         await self._producer.stop()
@@ -84,20 +88,25 @@ class Publisher:
     async def publish(self, topic: str, key: bytes, value: bytes) -> None:
         await self.publish_many([(topic, key, value)])
 
-    async def publish_many(self, records: list[Record]) -> None:
-        """Return once Kafka acknowledged every record; else raise Unavailable."""
+    async def publish_many(self, records: list[Record], *, headers: Headers | None = None) -> None:
+        """Return once Kafka acknowledged every record; else raise Unavailable. `headers` go on every record."""
         if not records:
             return
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         # A request that gave up still leaves its records in a shared batch; read the outcome anyway.
         done.add_done_callback(lambda f: f.cancelled() or f.exception())
-        self._queue.append((records, done))
+        self._queue.append((records, headers, done))
         self._wakeup.set()
+        started = time.perf_counter()
         try:
             await asyncio.wait_for(asyncio.shield(done), self._timeout_s)
         except (KafkaError, TimeoutError) as exc:
             log.warning("publish of %d records failed: %r", len(records), exc)
+            if self._measured:
+                metrics.PUBLISH_ERRORS.labels(type(exc).__name__).inc()
             raise Unavailable("Kafka did not acknowledge the write; retry later") from exc
+        if self._measured:
+            metrics.PUBLISH_DURATION.observe(time.perf_counter() - started)
 
     async def dead_letter(self, topic: str, letter: DeadLetter) -> None:
         """Keep a refused input. The client's error stands even if Kafka is down, so only log."""
@@ -116,7 +125,7 @@ class Publisher:
             if not waiting:
                 continue
             try:
-                acks = await self._send([record for records, _ in waiting for record in records])
+                acks = await self._send(waiting)
             except KafkaError as exc:
                 _settle(waiting, exc)
                 continue
@@ -152,17 +161,18 @@ class Publisher:
                 log.warning("could not start a new producer: %r; trying again", exc)
                 await asyncio.sleep(1.0)
 
-    async def _send(self, records: list[Record]) -> list[asyncio.Future[RecordMetadata]]:
+    async def _send(self, waiting: list[Queued]) -> list[asyncio.Future[RecordMetadata]]:
         """Queue the records as one batch per partition (more if one fills); return the batches' futures."""
-        by_partition: dict[tuple[str, int], list[tuple[bytes, bytes | None]]] = {}
-        for topic, key, value in records:
-            partition = partition_of(key, await self._partition_count(topic))
-            by_partition.setdefault((topic, partition), []).append((key, value))
+        by_partition: dict[tuple[str, int], list[Item]] = {}
+        for records, headers, _ in waiting:
+            for topic, key, value in records:
+                partition = partition_of(key, await self._partition_count(topic))
+                by_partition.setdefault((topic, partition), []).append(
+                    (key, value) if headers is None else (key, value, headers)
+                )
         return await send_batches(self._producer, by_partition)
 
-    async def _await_acks(
-        self, acks: list[asyncio.Future[RecordMetadata]], waiting: list[tuple[list[Record], asyncio.Future[None]]]
-    ) -> None:
+    async def _await_acks(self, acks: list[asyncio.Future[RecordMetadata]], waiting: list[Queued]) -> None:
         results = await asyncio.gather(*acks, return_exceptions=True)
         error = next((r for r in results if isinstance(r, BaseException)), None)
         _settle(waiting, error)
@@ -177,8 +187,8 @@ class Publisher:
         return count
 
 
-def _settle(waiting: list[tuple[list[Record], asyncio.Future[None]]], error: BaseException | None) -> None:
-    for _, done in waiting:
+def _settle(waiting: list[Queued], error: BaseException | None) -> None:
+    for _, _, done in waiting:
         if done.done():
             continue
         if error is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from contextlib import aclosing
 from itertools import chain
 from typing import cast
@@ -10,6 +11,7 @@ from typing import cast
 import faust
 import rocksdict
 from faust.types import TP, Message, StoreT
+from opentelemetry.trace import Span, SpanKind
 
 from app import ledger
 from app.avro.schemas import SchemaSet
@@ -17,8 +19,10 @@ from app.core.dead_letter import DeadLetter
 from app.core.envelope import Envelope, utcnow
 from app.errors import SchemaError, SluiceError
 from app.kafka.topology import Topology
+from app.observability.tracing import Tracing, child_headers, from_kafka, to_kafka
 from app.settings import Settings
 from app.worker import faust_compat, intake
+from app.worker.observed import Tally
 from app.worker.outbox import Outbox
 from app.worker.recent_users import RecentUsers
 from app.worker.rulebook import Rulebook
@@ -41,8 +45,14 @@ def register(
     schemas: SchemaSet,
     topology: Topology,
     windows: Windows | None = None,
+    tracing: Tracing | None = None,
 ) -> None:
-    """The rules agent; it also keeps the windowed tables (`windows`) of the events it reads."""
+    """The rules agent; it also keeps the windowed tables (`windows`) of the events it reads.
+
+    Each effect record carries the trace context of a child span of its event's (`tracing`).
+    """
+    tracing = tracing or Tracing("sluice-worker")
+    measured = settings.observability.metrics
     events = intake.source(app, *topology.events.values(), partitions=topology.partitions)
     # One table for user records and dedupe entries: both land in the changelog
     # partition of the event at hand, in write order (see app/ledger.py).
@@ -68,12 +78,15 @@ def register(
             aclosing(records.batches(stream)) as batches,
         ):
             async for batch in batches:
+                started = time.perf_counter()
+                tally = Tally() if measured else None
+                spans: list[Span] = []
                 by_partition: dict[int, list[Message]] = {}
                 for message in batch:
                     by_partition.setdefault(message.partition, []).append(message)
                 unsent = 0
                 for partition_messages in by_partition.values():
-                    apply_partition(partition_messages, outbox)
+                    apply_partition(partition_messages, outbox, tally, spans)
                     if windows is not None:
                         runs: dict[str, list[Message]] = {}
                         for message in partition_messages:
@@ -93,8 +106,11 @@ def register(
                         cast(StoreT[bytes, bytes], table.data).set_persisted_offset(TP(topic, partition), offset)
                 if windows is not None:
                     windows.flushed(flushed)
+                if tally is not None:
+                    tally.export(len(batch), time.perf_counter() - started, time.time())
+                tracing.end(spans)
 
-    def apply_partition(messages: list[Message], outbox: Outbox) -> None:
+    def apply_partition(messages: list[Message], outbox: Outbox, tally: Tally | None, spans: list[Span]) -> None:
         partition = messages[0].partition
         db = faust_compat.partition_db(table, partition)
         now = utcnow()
@@ -123,11 +139,33 @@ def register(
                 rules=spec.rules,
                 rules_version=spec.rules_version,
             )
+            if tally is not None:
+                if result.outcome is ledger.Outcome.APPLIED:
+                    tally.applied_one(envelope.topic, result.effect or {}, envelope.received_at)
+                elif result.outcome is ledger.Outcome.REDELIVERED:
+                    tally.redelivered_one(envelope.received_at)
+                else:
+                    tally.duplicates += 1
+            if result.effect is None and result.reply is None:
+                continue
+            # What it writes is a child span of the event's: the trace goes on to subscribers.
+            trace: list[tuple[str, bytes]] | None
+            if tracing.exporting:
+                span = tracing.start(
+                    "sluice apply",
+                    from_kafka(message.headers),
+                    kind=SpanKind.CONSUMER,
+                    attributes={"sluice.tenant": envelope.tenant, "sluice.topic": envelope.topic},
+                )
+                spans.append(span)
+                trace = to_kafka(span)
+            else:
+                trace = child_headers(message.headers)
             # The effect's key is the event's, so it lands in the same partition number.
             if result.effect is not None:
-                outbox.add(topology.effects, partition, envelope.key, effect_schema.encode(result.effect))
+                outbox.add(topology.effects, partition, envelope.key, effect_schema.encode(result.effect), trace)
             if result.reply is not None:
-                outbox.add(topology.replies, partition, envelope.key, effect_schema.encode(result.reply))
+                outbox.add(topology.replies, partition, envelope.key, effect_schema.encode(result.reply), trace)
         # RocksDB here and now, the changelog with the batch. Entries before users: see
         # app/ledger.py for why that order survives any crash.
         # One RocksDB write for them all: a put each was a twelfth of the worker's time.

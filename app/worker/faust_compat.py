@@ -8,7 +8,8 @@ fail here first. What Sluice needs of each:
 - `set_current_event`: tables write to the partition of faust's current event;
 - `partition_db`: a table partition's rocksdict, for reads and writes without faust's store layers;
 - `is_paused` and `commit`: the consumer's paused set and its commit of explicit offsets;
-- the transport's `_create_topic`: min.insync.replicas on every topic faust creates.
+- the transport's `_create_topic`: min.insync.replicas on every topic faust creates;
+- `recovery_remaining`: the changelog records a running state recovery has yet to replay.
 """
 
 from __future__ import annotations
@@ -183,6 +184,14 @@ def partition_db(table: faust.types.CollectionT, partition: int) -> Any:
 def is_paused(consumer: Any, tp: TP) -> bool:
     """Has faust paused this partition (flow control, a rebalance, recovery)?"""
     return tp in consumer._paused_partitions
+
+
+def recovery_remaining(app: faust.App) -> int | None:
+    """Changelog records the running state recovery has yet to replay; None when none runs."""
+    recovery = cast(Any, app.tables).recovery
+    if not recovery.in_recovery:
+        return None
+    return int(recovery.active_remaining_total())
 
 
 def commit(consumer: Any, offsets: dict[TP, int]) -> Awaitable[bool]:

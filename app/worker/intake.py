@@ -20,6 +20,7 @@ from faust.types import TP, EventT, Message
 from app.settings import Settings
 from app.worker import faust_compat
 from app.worker.inbox import Inbox
+from app.worker.observed import Lags
 from app.worker.offsets import CommittedOffsets
 from app.worker.probe import Probe
 from app.worker.progress import Admission, Progress
@@ -49,6 +50,7 @@ class IntakeConfig:
     batch_size: int
     batch_wait_s: float
     commit_interval_s: float
+    measured: bool = True  # the consumer lag gauge kept (SLUICE_METRICS)
 
     @classmethod
     def of(cls, settings: Settings) -> IntakeConfig:
@@ -59,6 +61,7 @@ class IntakeConfig:
             worker.batch_size,
             worker.batch_wait_s,
             worker.commit_interval_s,
+            settings.observability.metrics,
         )
 
 
@@ -93,6 +96,7 @@ class Intake:
         self._seeking: asyncio.Task[None] | None = None
         # Records under the inbox's capacity are fetched ahead while a batch is applied.
         self._inbox = Inbox(capacity=max(4 * config.batch_size, 4096))
+        self._lags = Lags() if config.measured else None
         app.on_partitions_revoked.connect(cast(Any, self._finish_the_batch))  # faust types receivers narrowly
 
     async def __aenter__(self) -> Intake:
@@ -333,6 +337,9 @@ class Intake:
                 continue
             if end is not None:
                 ends[tp] = end
+        if self._lags is not None:
+            progress = self._progress
+            self._lags.show({tp: max(0, end - progress.position(tp)) for tp, end in ends.items() if progress.knows(tp)})
         for where, offset in self._progress.stuck(fetched, time.monotonic(), ends):
             tp = TP(*where)
             if fetched.get(where, -1) > offset:  # faust dropped records it had handed on

@@ -6,18 +6,22 @@ import asyncio
 import dataclasses
 import logging
 import signal
+from typing import Any, cast
 
 import faust
 
 from app.deployment import Deployment
 from app.kafka.topology import ensure_topics
+from app.observability import metrics
+from app.observability.tracing import Tracing
 from app.runtime import collector
 from app.settings import Settings
 from app.worker import agents, faust_compat, scheduler, tables, wait_groups
+from app.worker.observed import Recovery
 from app.worker.rulebook import Rulebook
 
 
-def build_app(deployment: Deployment) -> faust.App:
+def build_app(deployment: Deployment, tracing: Tracing | None = None) -> faust.App:
     settings, catalog, schemas, topology = (
         deployment.settings,
         deployment.catalog,
@@ -55,7 +59,7 @@ def build_app(deployment: Deployment) -> faust.App:
     )
     rulebook = Rulebook(settings.paths.topics_dir, catalog)
     windows = tables.register(app, settings, catalog, schemas, topology)
-    agents.register(app, settings, rulebook, schemas, topology, windows)
+    agents.register(app, settings, rulebook, schemas, topology, windows, tracing)
     scheduler.register(app, settings, schemas, topology)
     wait_groups.register(app, settings, schemas, topology)
 
@@ -65,7 +69,37 @@ def build_app(deployment: Deployment) -> faust.App:
         collector.settle()
 
     app.task(on_start)
+    observe(app, settings)
     return app
+
+
+def observe(app: faust.App, settings: Settings) -> None:
+    """/metrics on the worker's web port, rebalances counted, and a state recovery's progress, logged."""
+    observability = settings.observability
+    recovery = Recovery(measured=observability.metrics)
+
+    async def recovering() -> None:
+        recovery.sample(faust_compat.recovery_remaining(app))
+
+    app.timer(1.0)(recovering)
+    if not observability.metrics:
+        return
+
+    async def rebalanced(sender: Any, *args: Any, **kwargs: Any) -> None:
+        metrics.REBALANCES.inc()
+
+    app.on_partitions_assigned.connect(cast(Any, rebalanced))  # faust types receivers narrowly
+
+    @app.page("/metrics")
+    async def exported(view: Any, request: Any) -> Any:
+        """The Prometheus text format; 401 without the bearer token when SLUICE_METRICS_TOKEN is set."""
+        if not metrics.authorized(request.headers.get("Authorization"), observability.metrics_token):
+            error = {"code": "unauthorized", "message": "/metrics needs its bearer token", "field": "Authorization"}
+            return view.json(
+                {"error": error}, status=401, headers={"WWW-Authenticate": 'Bearer realm="sluice-metrics"'}
+            )
+        body, content_type = metrics.exposition()
+        return view.bytes(body, headers={"Content-Type": content_type})
 
 
 def run(settings: Settings) -> int:
@@ -75,9 +109,13 @@ def run(settings: Settings) -> int:
     faust_topics = [settings.group_id + "-"]
     replication = asyncio.run(ensure_topics(settings.kafka.bootstrap, deployment.topology, prefixes=faust_topics))
     deployment = dataclasses.replace(deployment, topology=deployment.topology.with_replication(replication))
-    app = build_app(deployment)
+    tracing = Tracing("sluice-worker", settings.observability.otlp_endpoint)
+    app = build_app(deployment, tracing)
     # Faust's worker owns its own event loop and the process's signal handlers.
     asyncio.set_event_loop(asyncio.new_event_loop())
     worker = faust.Worker(app, loglevel=logging.getLevelName(settings.log_level.upper()), quiet=True)
-    worker.execute_from_commandline()
+    try:
+        worker.execute_from_commandline()
+    finally:
+        tracing.shutdown()
     return 0

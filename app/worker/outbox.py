@@ -8,7 +8,7 @@ from types import TracebackType
 from aiokafka import AIOKafkaProducer
 from aiokafka.structs import RecordMetadata
 
-from app.kafka.batches import MAX_BATCH_BYTES, send_batches
+from app.kafka.batches import MAX_BATCH_BYTES, Headers, Item, send_batches
 
 
 class Outbox:
@@ -21,7 +21,7 @@ class Outbox:
     """
 
     def __init__(self, bootstrap: str, *, timeout_s: float) -> None:
-        self._pending: dict[tuple[str, int], list[tuple[bytes, bytes | None]]] = {}
+        self._pending: dict[tuple[str, int], list[Item]] = {}
         self._sent: list[asyncio.Future[RecordMetadata]] = []  # queued by `send`, not yet flushed
         self._producer = AIOKafkaProducer(
             bootstrap_servers=bootstrap,
@@ -41,8 +41,11 @@ class Outbox:
     ) -> None:
         await self._producer.stop()
 
-    def add(self, topic: str, partition: int, key: bytes, value: bytes | None) -> None:
-        self._pending.setdefault((topic, partition), []).append((key, value))
+    def add(self, topic: str, partition: int, key: bytes, value: bytes | None, headers: Headers | None = None) -> None:
+        """Queue a record; `headers`: its trace context, when it has one."""
+        self._pending.setdefault((topic, partition), []).append(
+            (key, value) if headers is None else (key, value, headers)
+        )
 
     async def send(self) -> None:
         """Put what was added so far on its way to Kafka; `flush` still waits for its acks.
