@@ -1,4 +1,4 @@
-"""The `sluice` command: up, kafka, producer, worker, deliver, replay, tail, query, simulate, hash-key."""
+"""The `sluice` command: up, kafka, producer, worker, deliver, replay, tail, query, dlq, simulate, hash-key."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from app.errors import SluiceError
+from app.errors import SluiceError, ValidationError
 from app.settings import Settings
 
 
@@ -50,6 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     query.add_argument("--format", choices=["table", "json", "csv"], default="table")
     query.add_argument("--url", help="producer URL (default http://SLUICE_PRODUCER_HOST:SLUICE_PRODUCER_PORT)")
     query.add_argument("--api-key", help="API key (default: the first of SLUICE_API_KEYS)")
+    _dlq_parser(commands)
     simulate = commands.add_parser("simulate", help="run events through a topic's rules; writes nothing")
     simulate.add_argument("topic", help="topic slug")
     simulate.add_argument("events", type=Path, help='JSON file of [{"type", "data", "occurred_at"}, ...]; - for stdin')
@@ -57,6 +58,24 @@ def _parser() -> argparse.ArgumentParser:
     hash_key = commands.add_parser("hash-key", help="print the SHA-256 of an API key, for SLUICE_KEYS_FILE")
     hash_key.add_argument("key")
     return parser
+
+
+def _dlq_parser(commands: Any) -> None:
+    dlq = commands.add_parser("dlq", help="list or replay the tenant's refused input through the producer's HTTP API")
+    actions = dlq.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = actions.add_parser("list", help="print the refused requests and events as JSON lines, oldest first")
+    replay = actions.add_parser("replay", help="send refused requests through their routes again, patched")
+    for action in (listing, replay):
+        action.add_argument("--reason", help="error code, or a dotted prefix of it (validation matches validation.*)")
+        action.add_argument("--from", dest="start", help="RFC 3339 time: received at or after it")
+        action.add_argument("--to", dest="end", help="RFC 3339 time: received at or before it")
+        action.add_argument("--url", help="producer URL (default http://SLUICE_PRODUCER_HOST:SLUICE_PRODUCER_PORT)")
+        action.add_argument("--key", help="API key (default SLUICE_API_KEY, else the first of SLUICE_API_KEYS)")
+    listing.add_argument("--limit", type=int, help="print at most this many (default: all)")
+    listing.add_argument("--newest", action="store_true", help="newest first")
+    replay.add_argument("--id", dest="ids", action="append", help="a dead letter id, <partition>:<offset>; repeat")
+    replay.add_argument("--patch", help="JSON Merge Patch (RFC 7396) for each body (or each event of a batch); @file")
+    replay.add_argument("--dry-run", action="store_true", help="validate and count, publish nothing")
 
 
 def _read_json(path: Path) -> Any:
@@ -146,6 +165,18 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
 
         request = Query(args.table, args.key, args.start, args.end, args.top, args.window, args.format)
         return asyncio.run(query(settings, request, args.url, args.api_key))
+    if args.command == "dlq":
+        from app.cli.dlq import Filter, list_letters, patch_of, replay
+
+        chosen = Filter(args.reason, args.start, args.end, tuple(getattr(args, "ids", None) or ()))
+        if args.action == "list":
+            if args.limit is not None and args.limit < 1:
+                raise ValidationError("--limit: must be at least 1", field="--limit")
+            return asyncio.run(
+                list_letters(settings, chosen, limit=args.limit, newest=args.newest, url=args.url, key=args.key)
+            )
+        patch = patch_of(args.patch)
+        return asyncio.run(replay(settings, chosen, patch=patch, dry_run=args.dry_run, url=args.url, key=args.key))
     if args.command == "simulate":
         import orjson
 

@@ -20,6 +20,7 @@ class DeadLetter:
     tenant: str | None = None
     field: str | None = None
     content_type: str | None = None
+    topic: str | None = None  # the topic slug the request's path named, if its route names one
 
     @classmethod
     def of(
@@ -32,6 +33,7 @@ class DeadLetter:
         body: bytes,
         tenant: str | None,
         content_type: str | None = None,
+        topic: str | None = None,
     ) -> DeadLetter:
         return cls(
             received_at=received_at,
@@ -43,6 +45,7 @@ class DeadLetter:
             tenant=tenant,
             field=error.field,
             content_type=content_type,
+            topic=topic,
         )
 
     def to_record(self) -> dict[str, Any]:
@@ -56,4 +59,5 @@ class DeadLetter:
             "message": self.message,
             "content_type": self.content_type,
             "body": self.body,
+            "topic": self.topic,
         }
