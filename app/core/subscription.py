@@ -31,12 +31,21 @@ EFFECT_KINDS = (
     "custom",
 )
 MAX_FILTER_VALUES = 1000
-BODY_FIELDS = frozenset({"name", "stream", "topic", "filter", "url"})
+BODY_FIELDS = frozenset({"name", "stream", "topic", "filter", "url", "retry", "disable_after_s"})
 FILTER_FIELDS = frozenset({"event_types", "users", "effect_kinds", "where"})
 # What a filter's `where` condition reads, per stream: an event's type, data and metadata; an effect's event type,
 # changes and the rules that fired.
 WHERE_ROOTS = {"events": ("type", "data", "metadata"), "effects": ("type", "changes", "rules_fired")}
 MAX_WHERE_BYTES = 16 * 1024
+# A webhook subscription's own retry schedule: each field's range, and whether it is a whole number.
+# Kafka keeps a queued delivery for 7 days by default, so no retry outlasts that.
+RETRY_LIMITS: dict[str, tuple[float, float, bool]] = {
+    "base_s": (0.001, 3600.0, False),
+    "max_s": (0.001, 86400.0, False),
+    "total_s": (0.0, 7 * 86400.0, False),
+    "max_attempts": (0, 1000, True),
+}
+DISABLE_AFTER_LIMIT_S = 30 * 86400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +71,19 @@ class Filter:
 
 
 @dataclass(frozen=True, slots=True)
+class Retry:
+    """A webhook subscription's own retry schedule; None: the deployment's setting (SLUICE_WEBHOOK_*)."""
+
+    base_s: float | None = None
+    max_s: float | None = None
+    total_s: float | None = None
+    max_attempts: int | None = None  # 0: no limit but total_s
+
+    def as_dict(self) -> dict[str, float | int | None]:
+        return {"base_s": self.base_s, "max_s": self.max_s, "total_s": self.total_s, "max_attempts": self.max_attempts}
+
+
+@dataclass(frozen=True, slots=True)
 class Subscription:
     tenant: str
     name: str
@@ -77,6 +99,13 @@ class Subscription:
     # The secret before the last rotation: deliveries are signed with it as well until previous_secret_until.
     previous_secret: str | None = field(default=None, compare=False)
     previous_secret_until: datetime | None = field(default=None, compare=False)
+    retry: Retry = field(default_factory=Retry)
+    disable_after_s: float | None = None  # None: SLUICE_WEBHOOK_DISABLE_AFTER_S; 0: never
+    # A disabled webhook subscription is sent nothing; what matches meanwhile waits for it to be enabled.
+    # Its state, not what it is: left out of equality, so disabling it keeps it the same subscription.
+    enabled: bool = field(default=True, compare=False)
+    disabled_reason: str | None = field(default=None, compare=False)
+    disabled_at: datetime | None = field(default=None, compare=False)
 
     @property
     def key(self) -> str:
@@ -111,6 +140,18 @@ class Subscription:
             "filter": self.filter.as_dict(),
             "url": self.url,
             "declared": self.declared,
+            "enabled": self.enabled,
+            **self._webhook_public(),
+        }
+
+    def _webhook_public(self) -> dict[str, Any]:
+        if self.url is None:
+            return {}
+        return {
+            "retry": self.retry.as_dict(),
+            "disable_after_s": self.disable_after_s,
+            "disabled_reason": self.disabled_reason,
+            "disabled_at": self.disabled_at.isoformat().replace("+00:00", "Z") if self.disabled_at else None,
         }
 
     def to_record(self) -> dict[str, Any]:
@@ -129,6 +170,15 @@ class Subscription:
             "previous_secret": self.previous_secret,
             "previous_secret_until": self.previous_secret_until,
             "created_at": from_epoch_ms(self.created_ms) if self.created_ms else None,
+            "enabled": self.enabled,
+            "disabled_reason": self.disabled_reason,
+            "disabled_at": self.disabled_at,
+            "retry_base_s": self.retry.base_s,
+            "retry_max_s": self.retry.max_s,
+            "retry_total_s": self.retry.total_s,
+            "retry_max_attempts": self.retry.max_attempts,
+            "disable_after_s": self.disable_after_s,
+            "declared": self.declared,
         }
 
     @classmethod
@@ -152,6 +202,18 @@ class Subscription:
             previous_secret=record.get("previous_secret"),
             previous_secret_until=record.get("previous_secret_until"),
             created_ms=epoch_ms(record["created_at"]) if record.get("created_at") is not None else 0,
+            # Records written before these fields: enabled, with the deployment's retry schedule.
+            enabled=record.get("enabled", True),
+            disabled_reason=record.get("disabled_reason"),
+            disabled_at=record.get("disabled_at"),
+            retry=Retry(
+                record.get("retry_base_s"),
+                record.get("retry_max_s"),
+                record.get("retry_total_s"),
+                record.get("retry_max_attempts"),
+            ),
+            disable_after_s=record.get("disable_after_s"),
+            declared=record.get("declared", False),
         )
 
 
@@ -209,6 +271,7 @@ def parse_subscription(
     url = body.get("url")
     if url is not None:
         url = _webhook_url(url, path + "url")
+    retry, disable_after_s = _retry(body, path, webhook=url is not None)
     return Subscription(
         tenant=tenant,
         name=name,
@@ -222,6 +285,8 @@ def parse_subscription(
         ),
         url=url,
         secret=secret if url is not None else None,
+        retry=retry,
+        disable_after_s=disable_after_s,
     )
 
 
@@ -276,6 +341,39 @@ def _strings(body: Mapping[str, Any], name: str, path: str) -> frozenset[str]:
             f"must hold at most {MAX_FILTER_VALUES} values", field=path + name, code="validation.max_items"
         )
     return frozenset(value)
+
+
+def _retry(body: Mapping[str, Any], path: str, *, webhook: bool) -> tuple[Retry, float | None]:
+    """`retry: {base_s, max_s, total_s, max_attempts}` and `disable_after_s`, each optional."""
+    for name in ("retry", "disable_after_s"):
+        if body.get(name) is not None and not webhook:
+            raise ValidationError("only a webhook subscription (one with a url) retries", field=path + name)
+    raw = body.get("retry")
+    raw = {} if raw is None else require_object(raw, path + "retry")
+    reject_unknown(raw, frozenset(RETRY_LIMITS), path + "retry.")
+    given = {
+        name: _number(raw.get(name), path + "retry." + name, low, high, whole)
+        for name, (low, high, whole) in RETRY_LIMITS.items()
+    }
+    base_s, max_s = given["base_s"], given["max_s"]
+    if base_s is not None and max_s is not None and max_s < base_s:
+        raise ValidationError(
+            f"must be at least retry.base_s ({base_s:g})", field=path + "retry.max_s", code="validation.range"
+        )
+    attempts = given["max_attempts"]
+    retry = Retry(base_s, max_s, given["total_s"], None if attempts is None else int(attempts))
+    return retry, _number(body.get("disable_after_s"), path + "disable_after_s", 0.0, DISABLE_AFTER_LIMIT_S, False)
+
+
+def _number(value: Any, field: str, low: float, high: float, whole: bool) -> float | None:
+    if value is None:
+        return None
+    kind = "an integer" if whole else "a number"
+    if isinstance(value, bool) or not isinstance(value, int | float) or (whole and not isinstance(value, int)):
+        raise ValidationError(f"must be {kind}, got {json_type(value)}", field=field, code="validation.type")
+    if not low <= value <= high:  # NaN fails too
+        raise ValidationError(f"must be {kind} from {low:g} to {high:g}", field=field, code="validation.range")
+    return float(value)
 
 
 def _webhook_url(value: Any, field: str) -> str:

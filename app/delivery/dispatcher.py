@@ -1,161 +1,330 @@
-"""`sluice deliver`: push matching records to webhook subscriptions, at least once, in order per user."""
+"""`sluice deliver`: push matching records to webhook subscriptions, at least once, each subscription on its own.
+
+Two stages in one process: the router (app/delivery/router.py) appends each delivery to its
+subscription's queue topic; the dispatcher here sends from those queues, so that a failing
+endpoint holds back only its own subscription.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import random
 import signal
+import sys
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TypeAlias
 
 import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
-from app.avro.schemas import SchemaSet
 from app.core.subscription import Subscription
-from app.delivery.parking import Parking, replay_parked
+from app.delivery.backoff import Backoff, retry_after
+from app.delivery.health import Streaks
+from app.delivery.parking import Parking, Progress, replay_parked
+from app.delivery.queues import GENERATION_HEADER, ID_HEADER, Queues, header
 from app.delivery.registry import Registry
-from app.delivery.signature import delivery_id
-from app.delivery.webhook import Sender, body_of, sending
+from app.delivery.router import Router
+from app.delivery.webhook import Outcome, Sender, sending
 from app.deployment import Deployment
-from app.errors import NotFound, SchemaError, Unavailable
-from app.kafka.topology import Topology, ensure_topics
-from app.settings import Settings
+from app.errors import NotFound
+from app.kafka.topology import ensure_topics
+from app.settings import DeliverySettings, Settings
 
 log = logging.getLogger(__name__)
-DELIVER_GROUP = "deliver"
-MAX_IN_FLIGHT = 100  # records being delivered at once, over all partitions
+SEND_GROUP = "deliver-queues"
+# Users of one queue partition delivered side by side. It bounds the connections one
+# subscription holds (times its partitions), so endpoints that hang cannot take them all.
+WORKERS_PER_PARTITION = 8
+
+Message: TypeAlias = ConsumerRecord[bytes, bytes]
+
+
+class _Gone(Exception):
+    """The subscription was deleted, disabled or made again: stop sending its deliveries."""
+
+
+@dataclass(slots=True)
+class _Retrying:
+    """A delivery being retried, kept across its task's cancellation (a rebalance) so its schedule goes on."""
+
+    key: str
+    generation: int
+    started: float  # monotonic time of the first attempt
+    attempts: int
 
 
 class Dispatcher:
-    """One consumer group over `effects` and every event topic.
+    """A consumer group over the queue topics of the webhook subscriptions.
 
-    Each partition's fetched records are delivered by a task of its own while the partition
-    is paused: different users side by side, one user's records in offset order. The
-    offset is committed only once every record of the batch was delivered or parked, so a
-    failing receiver holds back that partition (and only it) while it is retried; a user's
-    next record never overtakes one being retried.
+    Each assigned partition's fetched deliveries are sent by a task of its own while the
+    partition is paused: different users side by side, one user's deliveries in offset order.
+    Its offset is committed once each was delivered or parked, so a retried delivery holds
+    back only its own subscription's partition. When a subscription is deleted, disabled or
+    made again, its tasks are cancelled at once: what was not committed stays in its queue,
+    sent once it is enabled, skipped by a subscription made again under its name.
     """
 
     def __init__(
-        self, settings: Settings, topology: Topology, schemas: SchemaSet, registry: Registry, sender: Sender
+        self,
+        settings: Settings,
+        registry: Registry,
+        sender: Sender,
+        parking: Parking,
+        queues: Queues,
+        *,
+        rng: random.Random | None = None,
     ) -> None:
-        self._topology = topology
-        self._schemas = schemas
+        self._delivery: DeliverySettings = settings.delivery
         self._registry = registry
         self._sender = sender
-        self._parking = Parking(settings.kafka.bootstrap, topology)
-        self._stream_of = {topology.effects: "effects"} | {name: "events" for name in topology.events.values()}
-        self._busy: dict[TopicPartition, asyncio.Task[int]] = {}
-        # Bounds the receivers' load, and this process's open connections.
-        self._in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
+        self._parking = parking
+        self._queues = queues
+        self._rng = rng or random.Random()
+        self._busy: dict[TopicPartition, tuple[Subscription, asyncio.Task[None]]] = {}
+        self._subs: dict[str, Subscription] = {}  # queue topic -> webhook subscription, disabled ones too
+        # Partitions whose delivery stopped mid-batch: fetched past what was committed, so rewound before resuming.
+        self._stale: set[TopicPartition] = set()
+        self._topics: frozenset[str] = frozenset()
+        self._changed = asyncio.Event()
+        self._changed.set()
+        registry.watch(self._changed.set)
+        self._streaks = Streaks()
+        self._retrying: dict[str, _Retrying] = {}  # by delivery id
+        self._disabling: set[tuple[str, int]] = set()
+        self._background: set[asyncio.Task[None]] = set()
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.kafka.bootstrap,
-            group_id=settings.kafka.topic(f"{settings.worker.app_id}-{DELIVER_GROUP}"),
+            group_id=settings.kafka.topic(f"{settings.worker.app_id}-{SEND_GROUP}"),
             enable_auto_commit=False,
-            # A new group starts at the oldest record; subscriptions skip what predates them.
-            auto_offset_reset="earliest",
+            auto_offset_reset="earliest",  # a queue holds only what its subscription is owed
             session_timeout_ms=int(settings.worker.session_timeout_s * 1000),
             fetch_max_wait_ms=settings.kafka.fetch_max_wait_ms,
         )
 
     async def run(self, stop: asyncio.Event) -> None:
-        await self._parking.start()
         await self._consumer.start()
-        self._consumer.subscribe(list(self._stream_of), listener=_Revoked(self))
+        stopping = asyncio.create_task(stop.wait())
         try:
             while not stop.is_set():
+                if self._changed.is_set():
+                    self._changed.clear()
+                    await self._refresh()
+                if not self._topics:  # nothing to send to: wait for a subscription
+                    changed = asyncio.create_task(self._changed.wait())
+                    await asyncio.wait([changed, stopping], return_when=asyncio.FIRST_COMPLETED)
+                    changed.cancel()
+                    continue
                 batch = await self._consumer.getmany(timeout_ms=200)
-                if batch:
-                    # A subscription created before a record was written must see it.
-                    await self._synced()
                 for tp, messages in batch.items():
-                    self._consumer.pause(tp)
-                    self._busy[tp] = asyncio.create_task(self._deliver_partition(tp, messages))
-                await self._settle()
+                    self._start(tp, messages)
         finally:
+            stopping.cancel()
             self.cancel(list(self._busy))
+            for task in list(self._background):
+                task.cancel()
             await self._consumer.stop()
-            await self._parking.stop()
 
-    async def _synced(self) -> None:
-        while True:
-            try:
-                return await self._registry.sync()
-            except (Unavailable, KafkaError) as exc:
-                log.warning("subscriptions not up to date (%s); waiting", exc)
-                await asyncio.sleep(1)
+    def _start(self, tp: TopicPartition, messages: list[Message]) -> None:
+        self._consumer.pause(tp)
+        sub = self._subs.get(tp.topic)
+        if sub is None or not sub.enabled:  # fetched just before its subscription went: left where it was
+            self._consumer.seek(tp, messages[0].offset)
+            return
+        task = asyncio.create_task(self._deliver_partition(tp, sub, messages), name=f"sluice-deliver-{tp}")
+        self._busy[tp] = (sub, task)
 
     def cancel(self, partitions: list[TopicPartition]) -> None:
-        """Partitions taken away: stop delivering; the new owner starts at the last commit."""
+        """Stop delivering on these partitions now; what is not committed is sent again."""
         for tp in partitions:
-            task = self._busy.pop(tp, None)
-            if task is not None:
-                task.cancel()
+            found = self._busy.pop(tp, None)
+            if found is not None:
+                found[1].cancel()
+                self._stale.add(tp)
 
-    async def _settle(self) -> None:
-        for tp, task in list(self._busy.items()):
-            if not task.done():
-                continue
-            del self._busy[tp]
-            try:
-                next_offset = task.result()
-            except asyncio.CancelledError:
-                continue
-            except Exception:
-                # Not committed: seek back so that the partition is delivered again.
-                log.exception("delivery on %s failed; retrying the batch", tp)
-                self._consumer.seek(tp, await self._consumer.committed(tp) or 0)
+    def revoked(self, partitions: list[TopicPartition]) -> None:
+        """Partitions taken away: stop; their next owner starts at the last commit."""
+        self.cancel(partitions)
+        self._stale.difference_update(partitions)
+
+    async def _refresh(self) -> None:
+        """Follow the registry: stop sending what is no longer owed at once, and subscribe to the queues.
+
+        A disabled subscription's queue stays subscribed, its partitions paused, so that disabling
+        and enabling move no partition (a rebalance pauses every subscription for a moment); only
+        a subscription made or deleted changes the group's topics.
+        """
+        subs = {self._queues.topic(sub): sub for sub in self._registry.webhooks()}
+        for tp, (sub, _) in list(self._busy.items()):
+            now = subs.get(tp.topic)
+            if now is None or not now.enabled or now.created_ms != sub.created_ms:
+                self.cancel([tp])
+        for tp in self._consumer.assignment() if self._topics else set():
+            now = subs.get(tp.topic)
+            if now is None or not now.enabled:
+                self._consumer.pause(tp)
+            elif tp in self._stale:
+                await self._rewind(tp)  # enabled again, or made again: from the last commit
+            elif tp not in self._busy:
                 self._consumer.resume(tp)
-                continue
-            await self._consumer.commit({tp: next_offset})
+        live = {(sub.key, sub.created_ms) for sub in subs.values() if sub.enabled}
+        for delivery, retrying in list(self._retrying.items()):
+            if (retrying.key, retrying.generation) not in live:
+                del self._retrying[delivery]
+        self._subs = subs
+        topics = frozenset(subs)
+        if topics == self._topics:
+            return
+        for topic in sorted(topics - self._topics):
+            await self._queues.ensure(topic)  # subscribing to a topic that is not there yet could make it wrong
+        self._stale = {tp for tp in self._stale if tp.topic in topics}
+        if topics:
+            self._consumer.subscribe(sorted(topics), listener=_Rebalanced(self))
+        else:
+            self._consumer.unsubscribe()
+        self._topics = topics
+
+    def assigned(self, partitions: list[TopicPartition]) -> None:
+        """Partitions given to this process: those of disabled subscriptions wait, paused."""
+        for tp in partitions:
+            sub = self._subs.get(tp.topic)
+            if sub is None or not sub.enabled:
+                self._consumer.pause(tp)
+
+    async def _deliver_partition(self, tp: TopicPartition, sub: Subscription, messages: list[Message]) -> None:
+        generation = str(sub.created_ms).encode()
+        by_user: dict[bytes | None, list[Message]] = {}
+        for message in messages:
+            if header(message.headers, GENERATION_HEADER) == generation:  # else owed to an earlier namesake
+                by_user.setdefault(message.key, []).append(message)
+        users = deque(by_user.values())
+
+        async def work() -> None:
+            while users:
+                for message in users.popleft():
+                    await self._deliver(sub, message)
+
+        try:
+            workers = min(len(users), WORKERS_PER_PARTITION)
+            if workers == 1:
+                await work()
+            elif workers:
+                await asyncio.gather(*(work() for _ in range(workers)))
+        except _Gone:  # deleted, disabled or made again meanwhile: the registry's change decides what next
+            if self._owns(tp):
+                del self._busy[tp]
+                self._stale.add(tp)
+                self._changed.set()
+            return
+        except Exception:  # parking failed (Kafka down), or a fault: send again from the last commit
+            log.exception("delivery on %s failed; sending again from the last commit", tp)
+            await asyncio.sleep(1)
+            if self._owns(tp):
+                del self._busy[tp]
+                await self._rewind(tp)
+            return
+        try:
+            await self._consumer.commit({tp: messages[-1].offset + 1})
+        except KafkaError as exc:  # taken away meanwhile, or Kafka failed: sent again from the last commit
+            log.warning("deliveries on %s not committed (%s); they are sent again", tp, exc)
+            if self._owns(tp):
+                del self._busy[tp]
+                await self._rewind(tp)
+            return
+        if self._owns(tp):
+            del self._busy[tp]
             self._consumer.resume(tp)
 
-    async def _deliver_partition(self, tp: TopicPartition, messages: list[ConsumerRecord[bytes, bytes]]) -> int:
-        """Deliver a partition's batch: users side by side, each user's records one after another."""
-        by_user: dict[bytes | None, list[ConsumerRecord[bytes, bytes]]] = {}
-        for message in messages:
-            by_user.setdefault(message.key, []).append(message)
-        await asyncio.gather(*(self._deliver_in_order(tp, mine) for mine in by_user.values()))
-        next_offset: int = messages[-1].offset + 1
-        return next_offset
+    def _owns(self, tp: TopicPartition) -> bool:
+        """Is the running task still the one delivering `tp` (not cancelled and replaced)?"""
+        found = self._busy.get(tp)
+        return found is not None and found[1] is asyncio.current_task()
 
-    async def _deliver_in_order(self, tp: TopicPartition, messages: list[ConsumerRecord[bytes, bytes]]) -> None:
-        stream = self._stream_of[tp.topic]
-        for message in messages:
-            try:
-                _, record = self._schemas.decode(message.value)
-            except SchemaError:
-                continue  # the worker dead-letters undecodable records; nothing to push
-            subs = [
-                sub
-                for sub in self._registry.webhooks()
-                if sub.stream == stream and message.timestamp >= sub.created_ms and sub.matches(record)
-            ]
-            if subs:
-                async with self._in_flight:
-                    await asyncio.gather(*(self._deliver(sub, message, record) for sub in subs))
+    async def _rewind(self, tp: TopicPartition) -> None:
+        """Fetch `tp` again from its last commit (or its beginning), if it is still assigned here."""
+        self._stale.discard(tp)
+        try:
+            committed = await self._consumer.committed(tp)
+            if committed is None:
+                await self._consumer.seek_to_beginning(tp)
+            else:
+                self._consumer.seek(tp, committed)
+            self._consumer.resume(tp)
+        except (KafkaError, AssertionError) as exc:  # no longer assigned: its next owner starts at the commit
+            log.info("not rewinding %s: %r", tp, exc)
 
-    async def _deliver(
-        self, sub: Subscription, message: ConsumerRecord[bytes, bytes], record: dict[str, object]
-    ) -> None:
-        delivery = delivery_id(sub.key, message.topic, message.partition, message.offset)
-        body = body_of(sub, message.topic, message.partition, message.offset, record)
-        failure = await self._sender.deliver(sub, delivery, body)
-        if failure is not None:
-            await self._parking.park(sub, message.key, delivery, body, failure)
+    async def _deliver(self, sub: Subscription, message: Message) -> None:
+        """Attempt until a 2xx, or until the schedule gives up: then park it, and go on."""
+        delivery = (header(message.headers, ID_HEADER) or b"").decode()
+        retrying = self._retrying.get(delivery)
+        started = retrying.started if retrying else time.monotonic()
+        attempts = retrying.attempts if retrying else 0
+        while True:
+            current = self._registry.get(sub.tenant, sub.name)
+            if current is None or current.created_ms != sub.created_ms or not current.enabled:
+                raise _Gone
+            attempts += 1
+            outcome = await self._sender.attempt(current, delivery, message.value)
+            self._attempted(current, outcome)
+            if outcome.ok:
+                self._retrying.pop(delivery, None)
+                return
+            backoff = Backoff.of(self._delivery, current)
+            asked = retry_after(outcome.retry_after, time.time())
+            wait = backoff.next_delay(attempts, time.monotonic() - started, self._rng, asked)
+            if wait is None:
+                self._retrying.pop(delivery, None)
+                assert outcome.failure is not None
+                await self._parking.park(current, message.key, delivery, message.value, outcome.failure)
+                return
+            self._retrying[delivery] = _Retrying(sub.key, sub.created_ms, started, attempts)
+            await asyncio.sleep(wait)
+
+    def _attempted(self, sub: Subscription, outcome: Outcome) -> None:
+        """Every attempt's outcome comes here: the endpoint's failure streak, and disabling it when it lasts."""
+        generation = sub.created_ms
+        if outcome.ok:
+            self._streaks.succeeded(sub.key, generation)
+            return
+        now = time.time()
+        since = self._streaks.failed(sub.key, generation, now)
+        after = self._delivery.disable_after_s if sub.disable_after_s is None else sub.disable_after_s
+        if self._streaks.due(sub.key, generation, now, after) and (sub.key, generation) not in self._disabling:
+            self._disabling.add((sub.key, generation))
+            reason = f"no 2xx for {now - since:.0f} s; the last attempt: {outcome.failure}"
+            task = asyncio.create_task(self._disable(sub, reason, since))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _disable(self, sub: Subscription, reason: str, since: float) -> None:
+        try:
+            failing_since = datetime.fromtimestamp(since, UTC)
+            done = await self._registry.disable(sub.tenant, sub.name, reason, failing_since, sub.created_ms)
+            if done is not None:
+                log.warning("disabled webhook subscription %s: %s", sub.key, reason)
+                self._streaks.forget(sub.key, sub.created_ms)
+        except Exception:  # not disabled this time: the next failed attempt tries again
+            log.exception("disabling webhook subscription %s failed", sub.key)
+        finally:
+            self._disabling.discard((sub.key, sub.created_ms))
 
 
-class _Revoked(ConsumerRebalanceListener):  # type: ignore[misc]
+class _Rebalanced(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self, dispatcher: Dispatcher) -> None:
         self._dispatcher = dispatcher
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        self._dispatcher.cancel(list(revoked))
+        self._dispatcher.revoked(list(revoked))
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        return None
+        self._dispatcher.assigned(list(assigned))
 
 
 async def run(settings: Settings) -> int:
@@ -167,29 +336,55 @@ async def run(settings: Settings) -> int:
         loop.add_signal_handler(sig, stop.set)
     registry = Registry.of(deployment)
     await registry.start()
+    parking = Parking(settings.kafka.bootstrap, deployment.topology)
+    await parking.start()
+    queues = Queues(settings.kafka.bootstrap, deployment.topology)
     try:
-        # Each attempt signs with the secrets in force then, should the subscription's be rotated meanwhile.
-        async with sending(settings.delivery, current=lambda sub: registry.get(sub.tenant, sub.name) or sub) as sender:
-            dispatcher = Dispatcher(settings, deployment.topology, deployment.schemas, registry, sender)
+        async with sending(settings.delivery) as sender:
+            router = Router(settings, deployment.topology, deployment.schemas, registry, queues)
+            dispatcher = Dispatcher(settings, registry, sender, parking, queues)
             log.info("delivering to webhooks")
-            await dispatcher.run(stop)
+            async with asyncio.TaskGroup() as stages:  # one stage failing stops the other
+                stages.create_task(router.run(stop))
+                stages.create_task(dispatcher.run(stop))
     finally:
+        with contextlib.suppress(Exception):
+            await parking.stop()
         with contextlib.suppress(Exception):
             await registry.stop()
     return 0
 
 
 async def replay_command(settings: Settings, tenant: str, name: str) -> int:
-    """`sluice replay TENANT NAME`: prints {"replayed", "parked"}; exit 1 if some stay parked."""
+    """`sluice replay TENANT NAME`: prints {"replayed", "parked"}; exit 1 if some stay parked.
+
+    While it works, a progress line on stderr every second, and the last when it ends: counts and rate.
+    """
     deployment = Deployment.load(settings)
     registry = Registry.of(deployment)
     await registry.start()
+    progress = Progress()
+    started = time.monotonic()
+
+    def write(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    printer = asyncio.create_task(_print_progress(progress, write))
     try:
         sub = registry.get(tenant, name)
         if sub is None or sub.url is None:
             raise NotFound(f"tenant {tenant!r} has no webhook subscription {name!r}", field="subscription")
-        result = await replay_parked(deployment, sub)
+        result = await replay_parked(deployment, sub, progress)
     finally:
+        printer.cancel()
         await registry.stop()
+    write(progress.line(time.monotonic() - started))
     print(orjson.dumps(result).decode())
     return 1 if result["parked"] else 0
+
+
+async def _print_progress(progress: Progress, write: Callable[[str], None], every_s: float = 1.0) -> None:
+    started = time.monotonic()
+    while True:
+        await asyncio.sleep(every_s)
+        write(progress.line(time.monotonic() - started))

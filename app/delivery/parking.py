@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
@@ -13,6 +14,18 @@ from app.kafka.topology import Topology, ensure_topic
 
 log = logging.getLogger(__name__)
 REASON_HEADER = "sluice-reason"
+
+
+@dataclass(slots=True)
+class Progress:
+    """How far a replay is: what it has sent, of what was parked when it began."""
+
+    replayed: int = 0
+    parked: int = 0
+
+    def line(self, elapsed_s: float) -> str:
+        rate = self.replayed / elapsed_s if elapsed_s > 0 else 0.0
+        return f"replayed {self.replayed:,} of {self.parked:,} parked in {elapsed_s:.0f} s, {rate:,.0f}/s"
 
 
 class Parking:
@@ -42,7 +55,12 @@ class Parking:
 
 
 async def replay(
-    bootstrap: str, topology: Topology, group_id: str, sub: Subscription, sender: Sender
+    bootstrap: str,
+    topology: Topology,
+    group_id: str,
+    sub: Subscription,
+    sender: Sender,
+    progress: Progress | None = None,
 ) -> dict[str, int]:
     """Send a subscription's parked deliveries again, oldest first per partition, once each.
 
@@ -56,10 +74,12 @@ async def replay(
         bootstrap_servers=bootstrap, group_id=group_id, enable_auto_commit=False, auto_offset_reset="earliest"
     )
     await consumer.start()
-    replayed = 0
+    progress = progress or Progress()
     try:
         consumer.assign(parts)
         ends = await consumer.end_offsets(parts)
+        for tp in parts:
+            progress.parked += ends[tp] - (await consumer.committed(tp) or 0)
         failed = False
         for tp in parts:
             while not failed and await consumer.position(tp) < ends[tp]:
@@ -67,27 +87,27 @@ async def replay(
                 for message in batch.get(tp, []):
                     headers = dict(message.headers)
                     delivery = headers.get(DELIVERY_HEADER.lower(), b"").decode()
-                    failure = await sender.attempt(sub, delivery, message.value)
-                    if failure is not None:
-                        log.warning("replay of %s stopped at %s: %s", sub.key, delivery, failure)
+                    outcome = await sender.attempt(sub, delivery, message.value)
+                    if not outcome.ok:
+                        log.warning("replay of %s stopped at %s: %s", sub.key, delivery, outcome.failure)
                         await consumer.commit({tp: message.offset})
                         failed = True
                         break
-                    replayed += 1
+                    progress.replayed += 1
                 else:
                     await consumer.commit({tp: await consumer.position(tp)})
         left = 0
         for tp in parts:
             committed = await consumer.committed(tp) or 0
             left += ends[tp] - committed
-        return {"replayed": replayed, "parked": left}
+        return {"replayed": progress.replayed, "parked": left}
     finally:
         await consumer.stop()
 
 
-async def replay_parked(deployment: Deployment, sub: Subscription) -> dict[str, int]:
+async def replay_parked(deployment: Deployment, sub: Subscription, progress: Progress | None = None) -> dict[str, int]:
     """`sluice replay` and POST /subscriptions/{name}/replay: one replay with the deployment's settings."""
     settings = deployment.settings
     async with sending(settings.delivery) as sender:
         group = settings.kafka.topic(f"{settings.worker.app_id}-replay")
-        return await replay(settings.kafka.bootstrap, deployment.topology, group, sub, sender)
+        return await replay(settings.kafka.bootstrap, deployment.topology, group, sub, sender, progress)

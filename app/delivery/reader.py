@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
@@ -59,6 +59,12 @@ class DecodedCache:
         return decoded
 
 
+class Decoder(Protocol):
+    """What turns a stream's raw values into records: DecodedCache for Avro, others for JSON topics."""
+
+    def get(self, stream: str, topic: str, partition: int, offset: int, value: bytes) -> Decoded | None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Item:
     decoded: Decoded
@@ -84,7 +90,7 @@ class StreamReader:
     """
 
     def __init__(
-        self, bootstrap: str, topic: str, stream: str, partitions: int, cache: DecodedCache, *, fetch_max_wait_ms: int
+        self, bootstrap: str, topic: str, stream: str, partitions: int, cache: Decoder, *, fetch_max_wait_ms: int
     ) -> None:
         self._topic = topic
         self._stream = stream

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import secrets
@@ -27,6 +28,7 @@ def new_secret() -> str:
     return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(SECRET_BYTES)).decode("ascii")
 
 
+@functools.lru_cache(maxsize=4096)
 def key_of(secret: str) -> bytes:
     """The HMAC key of `secret`, derived as the standardwebhooks library derives it: the base64 after `whsec_`.
 
@@ -45,7 +47,8 @@ def key_of(secret: str) -> bytes:
 
 def sign(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
     """`v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`: the id and time are signed too, against replays."""
-    digest = hmac.new(key_of(secret), f"{message_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
+    # hmac.digest: the one-shot form, a fifth of hmac.new's cost, on every attempt.
+    digest = hmac.digest(key_of(secret), f"{message_id}.{timestamp}.".encode() + body, "sha256")
     return "v1," + base64.b64encode(digest).decode("ascii")
 
 

@@ -39,6 +39,11 @@ UNKNOWN_TOPIC = 3
 # webhook subscription's deliveries that failed for good, until an operator replays them.
 SUBSCRIPTIONS = "subscriptions"
 PARKED = "parked"
+# `deliveries.<tenant>.<name>`: a webhook subscription's own queue of deliveries (the exact bodies), so
+# that its failures hold back only itself.
+DELIVERIES = "deliveries"
+# What tenants are told about their subscriptions (JSON, keyed '<tenant>:<subscription>'): disabled, enabled.
+NOTICES = "notices"
 # Pull subscriptions' locks, acks and nacks (compacted, one partition), keyed '<tenant>:<subscription>:<event id>'.
 PULLS = "pulls"
 MIN_INSYNC = "min.insync.replicas"
@@ -92,6 +97,7 @@ class Topology:
     wait_groups: str = WAIT_GROUPS
     wait_group_events: str = WAIT_GROUP_EVENTS
     late: tuple[str, ...] = ()  # late topics of windowed tables
+    notices: str = NOTICES
 
     @classmethod
     def of(cls, kafka: KafkaSettings, catalog: Catalog, tenants: frozenset[str] = frozenset()) -> Topology:
@@ -108,6 +114,7 @@ class Topology:
             wait_groups=kafka.topic(WAIT_GROUPS),
             wait_group_events=kafka.topic(WAIT_GROUP_EVENTS),
             late=tuple(sorted({kafka.topic(t.late_topic) for t in catalog.tables().values() if t.late_topic})),
+            notices=kafka.topic(NOTICES),
         )
 
     def with_replication(self, replication: Replication) -> Topology:
@@ -130,14 +137,18 @@ class Topology:
     def parked(self, tenant: str, subscription: str) -> str:
         return self.effects.removesuffix(EFFECTS) + f"{PARKED}.{tenant}.{subscription}"
 
+    def deliveries(self, tenant: str, subscription: str) -> str:
+        return self.effects.removesuffix(EFFECTS) + f"{DELIVERIES}.{tenant}.{subscription}"
+
     def made_on_demand(self, topic: str) -> bool:
         """Is this one of the topics Sluice creates when first needed (ensure_topic), not at start?"""
-        return topic in (self.subscriptions, self.pulls) or topic.startswith(self.parked("", "").removesuffix("."))
+        prefixes = (self.parked("", "").removesuffix("."), self.deliveries("", "").removesuffix("."))
+        return topic in (self.subscriptions, self.pulls) or topic.startswith(prefixes)
 
     @property
     def all_topics(self) -> list[str]:
         dlqs = [self.tenant_dead_letters(tenant) for tenant in sorted(self.tenants)]
-        own = [self.scheduled, self.wait_groups, self.wait_group_events]
+        own = [self.scheduled, self.wait_groups, self.wait_group_events, self.notices]
         return [*self.events.values(), self.effects, self.replies, self.dead_letters, *own, *dlqs, *self.late]
 
     def configs(self, topic: str) -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""HTTP routes of subscriptions: create, list, get, delete; SSE streams, polling, replay of parked deliveries."""
+"""HTTP routes of subscriptions: create, list, get, delete; SSE streams, polling; webhooks' replay, enable, disable."""
 
 from __future__ import annotations
 
@@ -45,6 +45,8 @@ def add_routes(app: web.Application) -> None:
         ("GET", "/subscriptions/{name}/events", pull),
         ("POST", "/subscriptions/{name}/replay", replay),
         ("POST", "/subscriptions/{name}/rotate-secret", rotate_secret),
+        ("POST", "/subscriptions/{name}/enable", enable),
+        ("POST", "/subscriptions/{name}/disable", disable),
         ("GET", "/effects/stream", effects_stream),
     ):
         app.router.add_route(method, path, not_kept(handler))
@@ -169,6 +171,34 @@ async def rotate_secret(request: web.Request) -> web.Response:
     )
 
 
+async def enable(request: web.Request) -> web.Response:
+    """POST /subscriptions/{name}/enable: send to a disabled webhook again, starting with what waited meanwhile."""
+    context = request.app[CONTEXT]
+    principal = authenticate(request)
+    sub = await _webhook(context, principal, request.match_info["name"])
+    return json_response(200, (await _registry(context).enable(sub.tenant, sub.name)).public())
+
+
+async def disable(request: web.Request) -> web.Response:
+    """POST /subscriptions/{name}/disable: send nothing until enabled; what matches meanwhile waits."""
+    context = request.app[CONTEXT]
+    principal = authenticate(request)
+    sub = await _webhook(context, principal, request.match_info["name"])
+    registry = _registry(context)
+    await registry.disable(sub.tenant, sub.name, "disabled over the API", None)
+    found = registry.get(sub.tenant, sub.name)
+    return json_response(200, (found or sub).public())
+
+
+async def _webhook(context: Context, principal: Principal, name: str) -> Subscription:
+    sub = await _find(context, principal, name)
+    if sub.url is None:
+        raise ValidationError(
+            "not a webhook subscription: only webhooks are disabled", field="name", code="not_a_webhook"
+        )
+    return sub
+
+
 async def stream(request: web.Request) -> web.StreamResponse:
     context = request.app[CONTEXT]
     principal = authenticate(request)
@@ -279,7 +309,7 @@ async def pull(request: web.Request) -> web.Response:
     context = request.app[CONTEXT]
     principal = authenticate(request)
     sub = await _find(context, principal, request.match_info["name"])
-    limit = _limit(request.query.get("limit"))
+    limit = page_limit(request.query.get("limit"))
     positions = _positions(context, request.query.get("after"), "after")
     reader = _reader(request, sub)
     events: list[dict[str, object]] = []
@@ -308,7 +338,8 @@ async def pull(request: web.Request) -> web.Response:
     return json_response(200, {"events": events, "cursor": after})
 
 
-def _limit(text: str | None) -> int:
+def page_limit(text: str | None) -> int:
+    """The `limit` query parameter of a polling route: 1 to PULL_MAX_LIMIT, default PULL_LIMIT."""
     if text is None:
         return PULL_LIMIT
     if not is_count(text) or not 1 <= int(text) <= PULL_MAX_LIMIT:

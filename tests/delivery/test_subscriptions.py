@@ -377,10 +377,14 @@ async def test_a_failing_webhook_parks_the_delivery_and_a_replay_delivers_it(
         status, result = await call(http, stack, "POST", f"/subscriptions/{name}/replay")
         assert (status, result) == (200, {"replayed": 0, "parked": 1})  # the receiver is still down
         replay = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "app", "replay", "acme", name, env=stack.env, stdout=asyncio.subprocess.PIPE
+            *(sys.executable, "-m", "app", "replay", "acme", name),
+            env=stack.env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
         )
-        out, _ = await asyncio.wait_for(replay.communicate(), 60)
+        out, err = await asyncio.wait_for(replay.communicate(), 60)
         assert (replay.returncode, orjson.loads(out)) == (1, {"replayed": 0, "parked": 1})
+        assert "replayed 0 of 1 parked in " in err.decode()  # the progress line, on stderr
 
         up = True
         status, result = await call(http, stack, "POST", f"/subscriptions/{name}/replay")
