@@ -7,23 +7,24 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 KAFKA_JARS := $(VENV)/.kafka-jars
+export CHROMIUM ?= /usr/bin/chromium
 export SLUICE_API_KEYS ?= dev_key_123:dev
 # Development: webhooks may reach receivers on this machine (production allows public addresses only).
 export SLUICE_WEBHOOK_PRIVATE_NETWORKS ?= 127.0.0.0/8
 
-.PHONY: run test lint unit integration docs bench-ingest bench-pipeline bench-delivery bench-analytics bench-tenants clean
+.PHONY: run test lint unit integration docs bench-ingest bench-pipeline bench-delivery bench-analytics bench-tenants bench-compare clean
 
 run: $(INSTALLED) $(KAFKA_JARS)
 	@test -s var/token_secret || (mkdir -p var && umask 077 && $(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(32))' > var/token_secret)
 	SLUICE_TOKEN_SECRET="$${SLUICE_TOKEN_SECRET:-$$(cat var/token_secret)}" $(BIN)/sluice up
 
-test: $(INSTALLED) $(KAFKA_JARS) lint
+test: $(INSTALLED) $(KAFKA_JARS) $(CHROMIUM) lint
 	$(BIN)/pytest
 
 unit: $(INSTALLED)
 	$(BIN)/pytest -m "not integration"
 
-integration: $(INSTALLED) $(KAFKA_JARS)
+integration: $(INSTALLED) $(KAFKA_JARS) $(CHROMIUM)
 	$(BIN)/pytest -m integration
 
 # Starts its own broker (unless KAFKA_BOOTSTRAP_SERVERS) and two producer processes (one per
@@ -58,6 +59,12 @@ docs: $(INSTALLED)
 bench-tenants: $(INSTALLED) $(KAFKA_JARS)
 	$(BIN)/python -m bench tenants --rate 100 --seconds 10 --rounds 3
 
+# Starts its own broker (unless KAFKA_BOOTSTRAP_SERVERS): the same 100,000 events through one Sluice worker and one
+# Quix Streams application (its own virtualenv, var/bench/quix-venv, made once), 3 runs each, alternating; prints
+# every run's events/s and CPU per event, the medians and their ratio; fails if a side's effects are wrong.
+bench-compare: $(INSTALLED) $(KAFKA_JARS)
+	$(BIN)/python -m bench compare --runs 3
+
 lint: $(INSTALLED)
 	$(BIN)/ruff check app tests bench
 	$(BIN)/ruff format --check app tests bench
@@ -69,6 +76,10 @@ $(INSTALLED): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
+
+# The console's browser test (tests/console) drives Debian's Chromium; installed here when absent and apt can.
+$(CHROMIUM):
+	@(command -v apt-get >/dev/null && apt-get update -qq && apt-get install -y -qq chromium) || echo "tests/console needs Chromium at $@: install Debian's chromium package (apt-get install chromium)"
 
 # Kafka's jars come from Maven Central once, into ~/.cache/sluice/kafka; later starts need no network.
 $(KAFKA_JARS): $(INSTALLED)

@@ -1,4 +1,4 @@
-"""The command line: `python -m bench ingest|pipeline|delivery|analytics|tenants [options]`."""
+"""The command line: `python -m bench ingest|pipeline|delivery|analytics|tenants|compare [options]`."""
 
 from __future__ import annotations
 
@@ -16,8 +16,10 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m bench",
         description="Benchmarks on a real stack in a fresh namespace. Settings come from SLUICE_* variables.",
     )
-    parser.add_argument("what", choices=["ingest", "pipeline", "delivery", "analytics", "tenants"])
-    parser.add_argument("--events", type=int, default=100_000, help="events per endpoint; pipeline: pre-loaded events")
+    parser.add_argument("what", choices=["ingest", "pipeline", "delivery", "analytics", "tenants", "compare"])
+    parser.add_argument(
+        "--events", type=int, default=100_000, help="events per endpoint; pipeline, compare: pre-loaded events"
+    )
     parser.add_argument("--batch", type=int, default=500, help="events per request")
     parser.add_argument("--connections", type=int, default=8, help="concurrent keep-alive connections")
     parser.add_argument("--endpoints", default="usage,analytics,segment", help="usage, analytics, segment")
@@ -26,6 +28,7 @@ def _parser() -> argparse.ArgumentParser:
         "--seconds", type=float, default=20, help="pipeline: length of the latency phase; tenants: of a phase"
     )
     parser.add_argument("--rounds", type=int, default=3, help="tenants: rounds of the two phases, alternating")
+    parser.add_argument("--runs", type=int, default=3, help="compare: runs of each side, alternating")
     parser.add_argument("--subscribers", type=int, default=10, help="delivery: concurrent SSE streams")
     parser.add_argument("--windows", type=int, default=1_000_000, help="analytics: windows of the queried table")
     parser.add_argument("--queries", type=int, default=500, help="analytics: queries of each kind")
@@ -39,6 +42,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
     # Imports are per benchmark: each loads only what it drives.
+    if args.what == "compare":
+        from bench.compare import runner
+
+        return asyncio.run(runner.run(settings, args.events, args.runs))
     if args.what == "tenants":
         from bench import tenants
 

@@ -27,6 +27,7 @@ from bench.common import (
     BENCH_KEY,
     BENCH_TENANT,
     EffectsReader,
+    Progress,
     Result,
     bench_broker,
     bench_namespace,
@@ -75,7 +76,7 @@ async def _worker_rate(settings: Settings, bootstrap: str, workdir: Path, events
     topics = _topics_dir(settings, workdir / "topics", tables)
     deployment, env = await bench_namespace(settings.replace("paths", topics_dir=topics), bootstrap)
     schemas, topology = deployment.schemas, deployment.topology
-    records, _ = order_records(schemas["event"], events)
+    records, duplicates = order_records(schemas["event"], events)
     await drive_bare_producer(bootstrap, topology.events["orders"], records, 5000, schemas)
     worker_env = {**env, "SLUICE_DATA_DIR": str(workdir / "worker"), "SLUICE_WORKER_PORT": str(free_port())}
     group = deployment.settings.group_id
@@ -86,9 +87,11 @@ async def _worker_rate(settings: Settings, bootstrap: str, workdir: Path, events
         await reader.wait_for(lambda: len(reader.seen), 1, worker, 180, "effects")
         first = min(reader.seen.values())
         deadline = time.perf_counter() + 600
+        progress = Progress("effects", events - duplicates)
         while not await group_done(bootstrap, group, topology.events["orders"], topology.partitions):
             if worker.returncode is not None or time.perf_counter() > deadline:
                 raise RuntimeError("the worker did not commit every order")
+            progress.update(len(reader.seen))
             await asyncio.sleep(0.25)
         return events / (time.perf_counter() - first)
 
@@ -200,6 +203,7 @@ async def run(settings: Settings, events: int, windows: int, queries: int) -> in
             ):
                 started_at = time.perf_counter()
                 probe = {"key": SKUS_1000[0], "from": str(last - span * size), "to": str(last + size)}
+                progress = Progress("recovered", span, "windows of the probed key")
                 while True:
                     if worker.returncode is not None:
                         raise RuntimeError("the query worker exited")
@@ -207,8 +211,10 @@ async def run(settings: Settings, events: int, windows: int, queries: int) -> in
                         aiohttp.ClientSession() as http,
                         http.get(f"{url}/tables/{table.name}", params=probe, headers={"X-API-Key": BENCH_KEY}) as got,
                     ):
-                        if got.status == 200 and len(orjson.loads(await got.read())["rows"]) == span:
+                        found = len(orjson.loads(await got.read())["rows"]) if got.status == 200 else 0
+                        if found == span:
                             break
+                    progress.update(found)
                     await asyncio.sleep(1)
                 print(f"  worker recovered the table and answers after {time.perf_counter() - started_at:.1f} s")
                 points = await _query_latency(url, f"/tables/{table.name}", point, queries)

@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TextIO
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -23,7 +24,7 @@ from app.avro.schemas import HEADER_SIZE, MARKER, Schema, SchemaSet
 from app.core.envelope import Envelope
 from app.deployment import Deployment
 from app.kafka.launcher import QUICK_JIT, LocalBroker, wait_for_kafka
-from app.kafka.topology import ensure_topics
+from app.kafka.topology import ensure_topic, ensure_topics
 from app.producer.publisher import Publisher
 from app.runtime.processes import Child
 from app.settings import Settings
@@ -32,6 +33,9 @@ BENCH_KEY = "bench_key"
 BENCH_TENANT = "bench"
 BENCH_NETWORKS = "127.0.0.0/8"  # webhooks may reach the bench's own receiver on this machine
 STOP_TIMEOUT_S = 30.0  # SIGTERM, then SIGKILL after this long
+PROGRESS_S = 5.0  # a long phase prints how far it is this often
+# The broker stamps each record as it appends it: a rate from the first to the last effect by one clock.
+LOG_APPEND_TIME = {"message.timestamp.type": "LogAppendTime"}
 
 ORDER_TYPES = ["order_placed"] * 18 + ["order_cancelled", "order_shipped"]  # 90% earn coins
 SKUS = [f"sku-{n:04d}" for n in range(400)]
@@ -59,6 +63,43 @@ class Result:
     def percentile(self, q: float) -> float:
         """The `q` quantile of the latencies, in milliseconds."""
         return percentile_ms(self.latencies, q)
+
+
+class Progress:
+    """A line on stderr at most every `every_s` seconds through a long phase: how far, of how much, how fast.
+
+    For example "  loaded 40,000/100,000 records (25,300/s)". On stderr, so that stdout keeps the results
+    alone; the rate is since the previous line, so that a stall shows at once. update() is only a clock
+    read when no line is due, so a measured loop may call it on every step.
+    """
+
+    def __init__(
+        self,
+        what: str,
+        total: int,
+        unit: str = "",
+        *,
+        every_s: float = PROGRESS_S,
+        stream: TextIO | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self._what, self._total, self._unit, self._every_s = what, total, unit, every_s
+        self._stream = stream  # None: sys.stderr when the line is written
+        self._clock = clock
+        self._since, self._done = clock(), 0
+
+    def update(self, done: int) -> None:
+        now = self._clock()
+        if now - self._since < self._every_s:
+            return
+        rate = (done - self._done) / (now - self._since)
+        unit = f" {self._unit}" if self._unit else ""
+        print(
+            f"  {self._what} {done:,}/{self._total:,}{unit} ({rate:,.0f}/s)",
+            file=self._stream or sys.stderr,
+            flush=True,
+        )
+        self._since, self._done = now, done
 
 
 # --- the stack -------------------------------------------------------------------------------
@@ -100,8 +141,13 @@ async def bench_broker(settings: Settings, workdir: Path) -> AsyncIterator[str]:
             broker.stop()
 
 
-async def bench_namespace(settings: Settings, bootstrap: str) -> tuple[Deployment, dict[str, str]]:
-    """A fresh namespace with its topics created: its deployment, and the environment of its processes."""
+async def bench_namespace(
+    settings: Settings, bootstrap: str, *, log_append_effects: bool = False
+) -> tuple[Deployment, dict[str, str]]:
+    """A fresh namespace with its topics created: its deployment, and the environment of its processes.
+
+    With `log_append_effects`, the effects topic's record timestamps are the broker's append times.
+    """
     namespace = "bench" + uuid.uuid4().hex[:6]
     env = {
         **os.environ,
@@ -115,7 +161,17 @@ async def bench_namespace(settings: Settings, bootstrap: str) -> tuple[Deploymen
     }
     bench_settings = settings.replace("kafka", bootstrap_servers=bootstrap, namespace=namespace)
     deployment = Deployment.load(bench_settings, tenants=frozenset({BENCH_TENANT}))
-    await ensure_topics(bootstrap, deployment.topology)
+    topology = deployment.topology
+    if log_append_effects:  # made first: ensure_topics keeps an existing topic's configs
+        await ensure_topic(
+            bootstrap,
+            topology.effects,
+            topology.partitions,
+            topology.replication_factor,
+            LOG_APPEND_TIME,
+            min_insync_replicas=topology.min_insync_replicas,
+        )
+    await ensure_topics(bootstrap, topology)
     return deployment, env
 
 
@@ -216,12 +272,14 @@ async def drive_bare_producer(
 
     Through the same batched path as the producer (one batch per partition, acks=all,
     idempotent) with `size` records in flight per call, so the difference is what HTTP,
-    validation and encoding cost.
+    validation and encoding cost. Progress on stderr as it goes.
     """
     async with Publisher(bootstrap, dead_letter_schema=schemas["dead_letter"], timeout_s=30) as publisher:
+        progress = Progress("loaded", len(records), "records")
         start = time.perf_counter()
         for offset in range(0, len(records), size):
             await publisher.publish_many([(topic, key, value) for key, value in records[offset : offset + size]])
+            progress.update(min(offset + size, len(records)))
         elapsed = time.perf_counter() - start
     return Result(len(records), elapsed, [])
 
@@ -380,11 +438,13 @@ class EffectsReader:
         process: Child,
         stall_s: float,
         what: str,
-        progress_s: float | None = None,
+        progress_s: float = PROGRESS_S,
     ) -> None:
-        """Until count() reaches target; RuntimeError if the worker exits or nothing new comes for stall_s."""
+        """Until count() reaches target; RuntimeError if the worker exits or nothing new comes for stall_s.
+        Progress on stderr every `progress_s` meanwhile."""
         last = count()
-        last_change = last_print = time.perf_counter()
+        last_change = time.perf_counter()
+        progress = Progress(what, target, every_s=progress_s)
         while last < target:
             if process.returncode is not None:
                 raise RuntimeError(f"the worker exited with {process.returncode} ({last} of {target} {what})")
@@ -396,21 +456,17 @@ class EffectsReader:
                 last, last_change = current, now
             elif now - last_change > stall_s:
                 raise RuntimeError(f"no new effect for {stall_s:.0f} s: {last} of {target} {what}")
-            if progress_s is not None and now - last_print >= progress_s:
-                print(f"    {last:,} of {target:,} {what}", flush=True)
-                last_print = now
+            progress.update(last)
 
 
-async def until(done: Callable[[], bool], timeout: float, progress: Callable[[], str]) -> None:
-    """Until done(); RuntimeError after `timeout` seconds. Prints progress() every 10 s meanwhile."""
+async def until(count: Callable[[], int], target: int, timeout: float, what: str) -> None:
+    """Until count() reaches target; RuntimeError after `timeout` seconds. Progress on stderr meanwhile."""
     deadline = time.perf_counter() + timeout
-    last_print = time.perf_counter()
-    while not done():
+    progress = Progress(what, target)
+    while (done := count()) < target:
         if time.perf_counter() > deadline:
-            raise RuntimeError(f"not done after {timeout:.0f} s: {progress()}")
-        if time.perf_counter() - last_print > 10:
-            print(f"    {progress()}", flush=True)
-            last_print = time.perf_counter()
+            raise RuntimeError(f"not done after {timeout:.0f} s: {done:,} of {target:,} {what}")
+        progress.update(done)
         await asyncio.sleep(0.02)
 
 

@@ -21,7 +21,7 @@ from app.dialects import product_analytics, segment, usage
 from app.dialects.base import Dialect, Request
 from app.kafka.batches import MAX_BATCH_BYTES
 from app.settings import Settings
-from bench.common import BENCH_KEY, BENCH_TENANT, Result, drive_bare_producer, running_stack
+from bench.common import BENCH_KEY, BENCH_TENANT, Progress, Result, drive_bare_producer, running_stack
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +117,7 @@ async def drive_http(url: str, endpoint: Endpoint, bodies: list[bytes], size: in
     failures: list[str] = []
     headers = {"Content-Type": "application/json", "X-API-Key": BENCH_KEY}
     connector = aiohttp.TCPConnector(limit=connections)
+    progress = Progress(f"{endpoint.method} {endpoint.path}", len(bodies) * size, "events")
 
     async with aiohttp.ClientSession(connector=connector) as http:
 
@@ -129,6 +130,7 @@ async def drive_http(url: str, endpoint: Endpoint, bodies: list[bytes], size: in
                     if response.status >= 300 or not endpoint.accepted_all(orjson.loads(answer)):
                         failures.append(f"{response.status} {answer[:300]!r}")
                 latencies.append(time.perf_counter() - start)
+                progress.update(len(latencies) * size)
 
         start = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(connections)))
@@ -145,10 +147,12 @@ async def drive_send_per_record(bootstrap: str, topic: str, records: list[tuple[
     )
     await producer.start()
     try:
+        progress = Progress("send()", len(records), "records")
         start = time.perf_counter()
         for offset in range(0, len(records), 5000):
             acks = [await producer.send(topic, value, key=key) for key, value in records[offset : offset + 5000]]
             await asyncio.gather(*acks)
+            progress.update(min(offset + 5000, len(records)))
         elapsed = time.perf_counter() - start
     finally:
         await producer.stop()

@@ -27,6 +27,7 @@ from bench.common import (
     CpuTimes,
     EffectsReader,
     Http,
+    Progress,
     Result,
     bench_broker,
     bench_namespace,
@@ -103,6 +104,7 @@ async def drive_steady(http: Http, rate: float, seconds: float, prefix: str) -> 
         answered.append(time.perf_counter())
         response_s.append(answered[-1] - start)
 
+    progress = Progress("sent", total, "requests")
     t0 = time.perf_counter()
     clock = time.time() - t0
     for n in range(total):
@@ -110,6 +112,7 @@ async def drive_steady(http: Http, rate: float, seconds: float, prefix: str) -> 
         delay = due - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
+        progress.update(n)
         task = asyncio.create_task(post(n, due))
         in_flight.add(task)
         task.add_done_callback(in_flight.discard)

@@ -14,7 +14,7 @@ import orjson
 
 from app.core.tenants import hash_key
 from app.settings import Settings
-from bench.common import Http, bench_broker, bench_namespace, percentile_ms, producer_process
+from bench.common import Http, Progress, bench_broker, bench_namespace, percentile_ms, producer_process
 
 NOISY, QUIET = "bench_noisy_key", "bench_quiet_key"
 A_REQUESTS_PER_S, A_EVENTS_PER_S = 50, 1000  # tenant A's limits; it sends at ten times them
@@ -29,8 +29,11 @@ def _body() -> bytes:
     return orjson.dumps({"events": events})
 
 
-async def _steady(http: Http, key: str, per_s: float, seconds: float) -> tuple[list[float], dict[int, int]]:
-    """Requests at a fixed rate, each on time however long the others take: latencies and status counts."""
+async def _steady(
+    http: Http, key: str, per_s: float, seconds: float, what: str | None = None
+) -> tuple[list[float], dict[int, int]]:
+    """Requests at a fixed rate, each on time however long the others take: latencies and status counts.
+    With `what`, progress on stderr as it goes."""
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     headers = {"X-API-Key": key, "Content-Type": "application/json"}
@@ -45,11 +48,14 @@ async def _steady(http: Http, key: str, per_s: float, seconds: float) -> tuple[l
         statuses[status] = statuses.get(status, 0) + 1
 
     tasks = []
+    progress = Progress(what or "", len(bodies), "requests")
     begin = time.perf_counter()
     for n, body in enumerate(bodies):
         delay = begin + n / per_s - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
+        if what is not None:
+            progress.update(n)
         tasks.append(asyncio.ensure_future(one(body)))
     await asyncio.gather(*tasks)
     return latencies, statuses
@@ -100,7 +106,7 @@ async def run(settings: Settings, seconds: float, rounds: int, quiet_per_s: floa
                 print(f"{'round':>5}  {'phase':<26} {'B p50 ms':>9} {'B p99 ms':>9}  A's answers", flush=True)
                 for number in range(1, rounds + 1):
                     for name, times in phases.items():
-                        steady = _steady(quiet, QUIET, quiet_per_s, seconds)
+                        steady = _steady(quiet, QUIET, quiet_per_s, seconds, f"round {number}, {name}: sent")
                         if times:
                             (latencies, _), a_statuses = await asyncio.gather(
                                 steady, _flood(url, NOISY, times * A_REQUESTS_PER_S, seconds)

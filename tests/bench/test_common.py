@@ -1,6 +1,7 @@
 """The bench's own instruments: its HTTP client must answer as a client should, its CPU readings add up."""
 
 import asyncio
+import io
 import os
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
@@ -11,7 +12,16 @@ from aiohttp import web
 
 from app.avro.schemas import SchemaSet
 from app.catalog import Catalog
-from bench.common import CpuTimes, Http, cpu_seconds, cpu_us_per_event, order_records, steal_percent
+from bench.common import (
+    CpuTimes,
+    Http,
+    Progress,
+    cpu_seconds,
+    cpu_us_per_event,
+    order_records,
+    steal_percent,
+    until,
+)
 from bench.pipeline import core_us_per_event
 from tests.support.http import local_server
 
@@ -100,3 +110,29 @@ def test_cpu_per_event_is_the_difference_over_the_events() -> None:
 def test_cpu_seconds_reads_this_process() -> None:
     spent = cpu_seconds(Path(f"/proc/{os.getpid()}/stat"))
     assert spent is not None and spent > 0
+
+
+def test_progress_prints_a_line_at_most_every_interval_with_the_rate_since_the_last() -> None:
+    now = [0.0]
+    out = io.StringIO()
+    progress = Progress("loaded", 100_000, "events", every_s=5, stream=out, clock=lambda: now[0])
+    for at, done in ((1.0, 10_000), (5.0, 40_000), (7.0, 60_000), (10.0, 100_000)):
+        now[0] = at
+        progress.update(done)
+    assert out.getvalue().splitlines() == [
+        "  loaded 40,000/100,000 events (8,000/s)",
+        "  loaded 100,000/100,000 events (12,000/s)",
+    ]
+
+
+async def test_until_returns_once_the_count_reaches_the_target_and_names_the_shortfall_when_it_times_out() -> None:
+    seen = [0]
+
+    def count() -> int:
+        seen[0] += 1
+        return seen[0]
+
+    await until(count, 3, 10, "things")
+    assert seen[0] == 3
+    with pytest.raises(RuntimeError, match="not done after 0 s: 1 of 2 things"):
+        await until(lambda: 1, 2, 0.05, "things")
