@@ -33,7 +33,7 @@ import orjson
 
 from app.core.envelope import Envelope
 from app.core.instants import epoch_ms
-from app.rules import Effect, Fact, Rule, UserState, apply
+from app.rules import Effect, Rule, UserState, apply_to_record
 
 
 class Outcome(Enum):
@@ -171,11 +171,22 @@ class Batch:
             # faust can skip a record during recovery and deliver it again after later ones
             # (seen in the crash test), so a recent record below the mark is still new.
             return Step(Outcome.DUPLICATE)
-        fact = Fact(type=event.type, occurred_at=event.occurred_at, data=event.data)
-        state, effect = apply(user.state, fact, rules)
+        # The envelope is the engine's fact as it is, and the effect goes straight to its record.
+        state, changes = apply_to_record(user.state, event, rules)
         after = user.after(state, source_topic, offset)
-        record = effect_record(event, effect, rules_version)
-        self._write_entry(entry_key, Entry(self._now_ms, source_topic, offset, record, after))
+        record = _record(event, changes, rules_version)
+        # Written as `dump(Entry(...))` would write it (the same JSON), without building the Entry.
+        value = orjson.dumps(
+            {
+                "applied_at_ms": self._now_ms,
+                "topic": source_topic,
+                "offset": offset,
+                "effect": record,
+                "user_after": after,
+            }
+        )
+        self.entries.append((entry_key, value))
+        self._written[entry_key] = value
         self._users[user_key] = after
         return Step(Outcome.APPLIED, effect=record)
 
@@ -221,6 +232,10 @@ def dump(value: Entry | UserRecord) -> bytes:
 
 def effect_record(event: Envelope, effect: Effect, rules_version: str) -> dict[str, Any]:
     """The Avro Effect record (schemas/effect.avsc) for an event."""
+    return _record(event, effect.to_dict(), rules_version)
+
+
+def _record(event: Envelope, changes: Mapping[str, Any], rules_version: str) -> dict[str, Any]:
     return {
         "event_id": event.id,
         "tenant": event.tenant,
@@ -230,5 +245,5 @@ def effect_record(event: Envelope, effect: Effect, rules_version: str) -> dict[s
         "occurred_at": epoch_ms(event.occurred_at),
         "rules_version": rules_version,
         "replayed": False,
-        **effect.to_dict(),
+        **changes,
     }

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from app import ledger
 from app.catalog import Catalog
 from app.core.envelope import Envelope
+from app.core.instants import epoch_ms
 from app.rules import Fact, UserState, apply
 from app.rules.model import Streak
 from app.worker.recent_users import RecentUsers
@@ -256,3 +257,18 @@ def test_table_values_read_back_as_written(user: ledger.UserRecord, effect: dict
 def test_the_sweep_reads_when_an_entry_was_applied(millis: int, other_layout: bool) -> None:
     value = {"topic": "t", "applied_at_ms": millis} if other_layout else {"applied_at_ms": millis, "topic": "t"}
     assert ledger.applied_at(orjson.dumps(value)) == millis
+
+
+@given(records_of, st.sampled_from(["orders", "order_placed", "refund"]), st.integers(0, 10**9))
+def test_an_applied_event_writes_the_entry_dump_writes(user: ledger.UserRecord, kind: str, offset: int) -> None:
+    """The entry `step` writes is, byte for byte, `dump` of the Entry: the effect record of `apply`, the user after."""
+    event = envelope("e1", "u1", kind)
+    entry_key, user_key = ledger.keys(event)
+    batch = ledger.Batch({user_key: ledger.dump(user)}.get, now=T0, dedupe_window_s=WINDOW)
+    step = batch.step(event, source_topic=SOURCE, offset=offset, rules=ORDERS.rules, rules_version=ORDERS.rules_version)
+    state, effect = apply(user.state, Fact(kind, T0), ORDERS.rules)
+    record = ledger.effect_record(event, effect, ORDERS.rules_version)
+    after = user.after(state, SOURCE, offset)
+    assert step.effect == record
+    assert batch.entries == [(entry_key, ledger.dump(ledger.Entry(epoch_ms(T0), SOURCE, offset, record, after)))]
+    assert batch.users == [(user_key, ledger.dump(after))]

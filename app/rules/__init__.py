@@ -1,6 +1,6 @@
 """The rule engine: pure data and functions, no Kafka, Faust or HTTP."""
 
-from app.rules.engine import apply
+from app.rules.engine import apply, apply_to_record
 from app.rules.model import (
     AddPoints,
     AwardBadge,
@@ -9,6 +9,7 @@ from app.rules.model import (
     Emit,
     EvolutionReady,
     Fact,
+    FactLike,
     GrantTokens,
     Increment,
     Rule,
@@ -28,6 +29,7 @@ __all__ = [
     "Emit",
     "EvolutionReady",
     "Fact",
+    "FactLike",
     "GrantTokens",
     "Increment",
     "Rule",
@@ -37,6 +39,7 @@ __all__ = [
     "UpdateStreak",
     "UserState",
     "apply",
+    "apply_to_record",
     "parse_rules",
     "rules_version",
 ]

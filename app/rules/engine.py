@@ -17,7 +17,7 @@ from app.rules.model import (
     Effect,
     Emit,
     EvolutionReady,
-    Fact,
+    FactLike,
     GrantTokens,
     Increment,
     Rule,
@@ -26,13 +26,25 @@ from app.rules.model import (
     Streak,
     UpdateStreak,
     UserState,
+    effect_dict,
 )
 
 NO_MATCHING_RULES = "no_matching_rules"
 NO_CHANGE = "no_state_change"
 
 
-def apply(state: UserState, fact: Fact, rules: Sequence[Rule]) -> tuple[UserState, Effect]:
+def apply(state: UserState, fact: FactLike, rules: Sequence[Rule]) -> tuple[UserState, Effect]:
+    work = _run(state, fact, rules)
+    return work.after, work.effect()
+
+
+def apply_to_record(state: UserState, fact: FactLike, rules: Sequence[Rule]) -> tuple[UserState, dict[str, Any]]:
+    """`apply`, with the effect as its `to_dict()`: the worker writes only that, so the Effect is never built."""
+    work = _run(state, fact, rules)
+    return work.after, work.record()
+
+
+def _run(state: UserState, fact: FactLike, rules: Sequence[Rule]) -> _Work:
     work = _Work(state)
 
     def resolve(path: tuple[str, ...]) -> Any:
@@ -50,13 +62,14 @@ def apply(state: UserState, fact: Fact, rules: Sequence[Rule]) -> tuple[UserStat
             work.do(rule, action, fact)
         if stopped:
             break
-    return work.finish()
+    work.finish()
+    return work
 
 
 # Conditions
 
 
-def lookup(path: tuple[str, ...], fact: Fact, state: Callable[[], Mapping[str, Any]]) -> Any:
+def lookup(path: tuple[str, ...], fact: FactLike, state: Callable[[], Mapping[str, Any]]) -> Any:
     """`type`, `data.<a>.<b>...`, or the user's `state.coins|points.<c>|counters.<n>|badges|streaks.<s>|...`."""
     head, rest = path[0], path[1:]
     if head == "type":
@@ -97,6 +110,8 @@ class _Work:
     evolution_ready: bool
     milestones: list[tuple[str, int]]
     emitted: list[tuple[str, Mapping[str, Any]]]
+    after: UserState  # set by `finish`
+    reason: str | None  # set by `finish`
 
     def __init__(self, before: UserState) -> None:
         self.before = before
@@ -140,7 +155,7 @@ class _Work:
             "streaks": {name: streak.current for name, streak in self.streaks.items()},
         }
 
-    def do(self, rule: Rule, action: Any, fact: Fact) -> None:
+    def do(self, rule: Rule, action: Any, fact: FactLike) -> None:
         match action:
             case AddPoints(amount, currency):
                 self.points[currency] = self.points.get(currency, 0) + amount
@@ -179,7 +194,7 @@ class _Work:
         if badge in self.badges_ready:  # claimed: no longer waiting
             self.badges_ready = tuple(b for b in self.badges_ready if b != badge)
 
-    def _earned(self, rule: Rule, action: AwardBadge, fact: Fact) -> bool:
+    def _earned(self, rule: Rule, action: AwardBadge, fact: FactLike) -> bool:
         if action.badge in self.badges:
             return False
         if action.counter is not None:
@@ -196,7 +211,7 @@ class _Work:
             return False
         return True
 
-    def _streak(self, action: UpdateStreak, fact: Fact) -> None:
+    def _streak(self, action: UpdateStreak, fact: FactLike) -> None:
         day = fact.occurred_at.astimezone(ZoneInfo(action.timezone)).date().toordinal()
         streak = self.streaks.get(action.name, Streak())
         if day <= streak.last_day:  # the same day again, or a late event: the streak stands
@@ -214,12 +229,17 @@ class _Work:
             self.levels = {**self.levels, currency: reached}
             self.evolution_ready = True
 
-    def finish(self) -> tuple[UserState, Effect]:
-        after = self.state()
-        # A zero delta (add_coins: 0, or +1 then -1) changed nothing.
-        self.d_points = {k: v for k, v in self.d_points.items() if v}
-        self.d_counters = {k: v for k, v in self.d_counters.items() if v}
-        self.granted = {k: v for k, v in self.granted.items() if v}
+    def finish(self) -> None:
+        """Settle the outcome: the state after the event, the non-zero deltas, and why nothing changed."""
+        self.after = after = self.state()
+        # A zero delta (add_coins: 0, or +1 then -1) changed nothing. Filtered only when one is
+        # there: most events have none, and the check costs less than the copy.
+        if 0 in self.d_points.values():
+            self.d_points = {k: v for k, v in self.d_points.items() if v}
+        if 0 in self.d_counters.values():
+            self.d_counters = {k: v for k, v in self.d_counters.items() if v}
+        if 0 in self.granted.values():
+            self.granted = {k: v for k, v in self.granted.items() if v}
         changed = (
             self.d_points
             or self.d_counters
@@ -231,8 +251,10 @@ class _Work:
             or self.emitted
             or after.streaks != self.before.streaks
         )
-        reason = None if changed else (NO_MATCHING_RULES if not self.fired else NO_CHANGE)
-        effect = Effect(
+        self.reason = None if changed else (NO_MATCHING_RULES if not self.fired else NO_CHANGE)
+
+    def effect(self) -> Effect:
+        return Effect(
             rules_fired=tuple(self.fired),
             points=self.d_points,
             counters=self.d_counters,
@@ -242,7 +264,22 @@ class _Work:
             evolution_ready=self.evolution_ready,
             streak_milestones=tuple(self.milestones),
             emitted=tuple(self.emitted),
-            totals=after,
-            debug_reason=reason,
+            totals=self.after,
+            debug_reason=self.reason,
         )
-        return after, effect
+
+    def record(self) -> dict[str, Any]:
+        """`effect().to_dict()`, without the Effect."""
+        return effect_dict(
+            self.fired,
+            self.d_points,
+            self.d_counters,
+            self.awarded,
+            self.ready,
+            self.granted,
+            self.evolution_ready,
+            self.milestones,
+            self.emitted,
+            self.after,
+            self.reason,
+        )

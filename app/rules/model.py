@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -21,6 +21,19 @@ class Fact:
     type: str
     occurred_at: datetime
     data: Mapping[str, Any] = field(default_factory=dict)
+
+
+class FactLike(Protocol):
+    """What the engine reads of an event: a `Fact`, or any value with these fields (the worker's envelope)."""
+
+    @property
+    def type(self) -> str: ...
+
+    @property
+    def occurred_at(self) -> datetime: ...
+
+    @property
+    def data(self) -> Mapping[str, Any]: ...
 
 
 # Conditions: the language rules share with subscription filters (app/core/conditions.py).
@@ -203,32 +216,19 @@ class Effect:
         Its mappings are this effect's own (never changed), not copies, as the worker builds
         one record an event: read it, do not change it.
         """
-        totals = self.totals
-        return {
-            "rules_fired": list(self.rules_fired),
-            "changes": {
-                "coins": self.coins,
-                "points": self.points,
-                "counters": self.counters,
-                "badges_awarded": list(self.badges_awarded),
-                "badges_ready": list(self.badges_ready),
-                "tokens": self.tokens,
-                "evolution_ready": self.evolution_ready,
-                "streak_milestones": [{"streak": name, "days": days} for name, days in self.streak_milestones],
-                # Avro has no "any JSON" type: a payload travels as JSON text, like the envelope's data.
-                "custom": [{"name": name, "payload": orjson.dumps(payload).decode()} for name, payload in self.emitted],
-            },
-            "totals": {
-                "coins": totals.coins,
-                "points": totals.points,
-                "counters": totals.counters,
-                "badges": list(totals.badges),
-                "badges_ready": list(totals.badges_ready),
-                "tokens": totals.tokens,
-                "streaks": {name: {"current": s.current, "longest": s.longest} for name, s in totals.streaks.items()},
-            },
-            "debug_reason": self.debug_reason,
-        }
+        return effect_dict(
+            self.rules_fired,
+            self.points,
+            self.counters,
+            self.badges_awarded,
+            self.badges_ready,
+            self.tokens,
+            self.evolution_ready,
+            self.streak_milestones,
+            self.emitted,
+            self.totals,
+            self.debug_reason,
+        )
 
     def gamification(self) -> dict[str, Any]:
         """The gamification dialect's answer: {coins, badges_awarded, badges_ready, tokens, ...}."""
@@ -243,3 +243,44 @@ class Effect:
         if self.debug_reason is not None:
             answer["debug_reason"] = self.debug_reason
         return answer
+
+
+def effect_dict(
+    rules_fired: Sequence[str],
+    points: Mapping[str, int],
+    counters: Mapping[str, int],
+    badges_awarded: Sequence[str],
+    badges_ready: Sequence[str],
+    tokens: Mapping[str, int],
+    evolution_ready: bool,
+    streak_milestones: Sequence[tuple[str, int]],
+    emitted: Sequence[tuple[str, Mapping[str, Any]]],
+    totals: UserState,
+    debug_reason: str | None,
+) -> dict[str, Any]:
+    """`Effect.to_dict` of an effect with these fields, for the engine to write without building the Effect."""
+    return {
+        "rules_fired": list(rules_fired),
+        "changes": {
+            "coins": points.get(COINS, 0),
+            "points": points,
+            "counters": counters,
+            "badges_awarded": list(badges_awarded),
+            "badges_ready": list(badges_ready),
+            "tokens": tokens,
+            "evolution_ready": evolution_ready,
+            "streak_milestones": [{"streak": name, "days": days} for name, days in streak_milestones],
+            # Avro has no "any JSON" type: a payload travels as JSON text, like the envelope's data.
+            "custom": [{"name": name, "payload": orjson.dumps(payload).decode()} for name, payload in emitted],
+        },
+        "totals": {
+            "coins": totals.points.get(COINS, 0),
+            "points": totals.points,
+            "counters": totals.counters,
+            "badges": list(totals.badges),
+            "badges_ready": list(totals.badges_ready),
+            "tokens": totals.tokens,
+            "streaks": {name: {"current": s.current, "longest": s.longest} for name, s in totals.streaks.items()},
+        },
+        "debug_reason": debug_reason,
+    }
