@@ -325,7 +325,7 @@ class ObservabilitySettings:
         "SLUICE_DELIVER_METRICS_HOST", "127.0.0.1", "Interface the dispatcher's /metrics listens on."
     )
     deliver_metrics_port: int = _setting(
-        "SLUICE_DELIVER_METRICS_PORT", 0, "Port of the dispatcher's (`sluice deliver`) /metrics; 0: not served."
+        "SLUICE_DELIVER_METRICS_PORT", 9465, "Port of the dispatcher's (`sluice deliver`) /metrics; 0: not served."
     )
     otlp_endpoint: str = _setting(
         "SLUICE_OTLP_ENDPOINT",

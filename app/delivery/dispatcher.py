@@ -24,6 +24,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
+from opentelemetry.trace import SpanKind
 
 from app.core.subscription import Subscription
 from app.delivery.backoff import Backoff, retry_after
@@ -36,6 +37,10 @@ from app.delivery.webhook import Outcome, Sender, sending
 from app.deployment import Deployment
 from app.errors import NotFound
 from app.kafka.topology import ensure_topics
+from app.observability import metrics
+from app.observability.metrics import Backlogs, TenantLabels, status_class
+from app.observability.serving import serve_metrics
+from app.observability.tracing import Tracing, from_kafka, to_http
 from app.settings import DeliverySettings, Settings
 
 log = logging.getLogger(__name__)
@@ -43,6 +48,7 @@ SEND_GROUP = "deliver-queues"
 # Users of one queue partition delivered side by side. It bounds the connections one
 # subscription holds (times its partitions), so endpoints that hang cannot take them all.
 WORKERS_PER_PARTITION = 8
+BACKLOG_EVERY_S = 2.0  # how often the per-subscription backlog gauge is worked out
 
 Message: TypeAlias = ConsumerRecord[bytes, bytes]
 
@@ -81,8 +87,14 @@ class Dispatcher:
         queues: Queues,
         *,
         rng: random.Random | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self._delivery: DeliverySettings = settings.delivery
+        self._tracing = tracing or Tracing("sluice-deliver")
+        self._tenants = TenantLabels(settings.observability.metrics_max_tenants)
+        self._backlogs = Backlogs(self._tenants)
+        # Per queue partition: the first offset not yet committed, as far as this process knows.
+        self._pending: dict[TopicPartition, int] = {}
         self._registry = registry
         self._sender = sender
         self._parking = parking
@@ -112,6 +124,7 @@ class Dispatcher:
     async def run(self, stop: asyncio.Event) -> None:
         await self._consumer.start()
         stopping = asyncio.create_task(stop.wait())
+        watching = asyncio.create_task(self._watch_backlogs())
         try:
             while not stop.is_set():
                 if self._changed.is_set():
@@ -127,6 +140,7 @@ class Dispatcher:
                     self._start(tp, messages)
         finally:
             stopping.cancel()
+            watching.cancel()
             self.cancel(list(self._busy))
             for task in list(self._background):
                 task.cancel()
@@ -134,6 +148,7 @@ class Dispatcher:
 
     def _start(self, tp: TopicPartition, messages: list[Message]) -> None:
         self._consumer.pause(tp)
+        self._pending[tp] = messages[0].offset
         sub = self._subs.get(tp.topic)
         if sub is None or not sub.enabled:  # fetched just before its subscription went: left where it was
             self._consumer.seek(tp, messages[0].offset)
@@ -232,6 +247,7 @@ class Dispatcher:
             return
         try:
             await self._consumer.commit({tp: messages[-1].offset + 1})
+            self._pending[tp] = messages[-1].offset + 1
         except KafkaError as exc:  # taken away meanwhile, or Kafka failed: sent again from the last commit
             log.warning("deliveries on %s not committed (%s); they are sent again", tp, exc)
             if self._owns(tp):
@@ -241,6 +257,33 @@ class Dispatcher:
         if self._owns(tp):
             del self._busy[tp]
             self._consumer.resume(tp)
+
+    async def _watch_backlogs(self) -> None:
+        """Every few seconds, each subscription's deliveries not yet committed, over the queue partitions held here.
+
+        The ends come from the broker: a partition being retried is paused, and its last fetch's
+        high watermark would not show what arrived since.
+        """
+        while True:
+            await asyncio.sleep(BACKLOG_EVERY_S)
+            held = [tp for tp in self._consumer.assignment() if tp.topic in self._subs]
+            try:
+                ends = await self._consumer.end_offsets(held) if held else {}
+            except KafkaError as exc:
+                log.info("backlogs not worked out this time: %r", exc)
+                continue
+            owed: dict[tuple[str, str], int] = {}
+            for tp, end in ends.items():
+                sub = self._subs.get(tp.topic)
+                if sub is None:
+                    continue
+                start = self._pending.get(tp)
+                if start is None:  # nothing fetched here yet: owed from the last commit
+                    start = await self._consumer.committed(tp) or 0
+                key = (sub.tenant, sub.name)
+                owed[key] = owed.get(key, 0) + max(0, end - start)
+            for (tenant, name), records in owed.items():
+                self._backlogs.set(tenant, name, records)
 
     def _owns(self, tp: TopicPartition) -> bool:
         """Is the running task still the one delivering `tp` (not cancelled and replaced)?"""
@@ -271,7 +314,16 @@ class Dispatcher:
             if current is None or current.created_ms != sub.created_ms or not current.enabled:
                 raise _Gone
             attempts += 1
-            outcome = await self._sender.attempt(current, delivery, message.value)
+            span = self._tracing.start(
+                "POST webhook",
+                from_kafka(message.headers),
+                kind=SpanKind.CLIENT,
+                attributes={"sluice.subscription": sub.key, "sluice.delivery_id": delivery},
+            )
+            began = time.perf_counter()
+            outcome = await self._sender.attempt(current, delivery, message.value, to_http(span))
+            metrics.DELIVERY_ATTEMPT.observe(time.perf_counter() - began)
+            self._tracing.end([span])
             self._attempted(current, outcome)
             if outcome.ok:
                 self._retrying.pop(delivery, None)
@@ -283,12 +335,15 @@ class Dispatcher:
                 self._retrying.pop(delivery, None)
                 assert outcome.failure is not None
                 await self._parking.park(current, message.key, delivery, message.value, outcome.failure)
+                metrics.DELIVERIES_PARKED.labels(self._tenants(sub.tenant)).inc()
                 return
+            metrics.DELIVERY_RETRIES.inc()
             self._retrying[delivery] = _Retrying(sub.key, sub.created_ms, started, attempts)
             await asyncio.sleep(wait)
 
     def _attempted(self, sub: Subscription, outcome: Outcome) -> None:
-        """Every attempt's outcome comes here: the endpoint's failure streak, and disabling it when it lasts."""
+        """Every attempt's outcome comes here: its count, the failure streak, and disabling the endpoint if it lasts."""
+        metrics.DELIVERIES.labels("delivered" if outcome.ok else "failed", status_class(outcome.status)).inc()
         generation = sub.created_ms
         if outcome.ok:
             self._streaks.succeeded(sub.key, generation)
@@ -339,15 +394,28 @@ async def run(settings: Settings) -> int:
     parking = Parking(settings.kafka.bootstrap, deployment.topology)
     await parking.start()
     queues = Queues(settings.kafka.bootstrap, deployment.topology)
+    observability = settings.observability
+    tracing = Tracing("sluice-deliver", observability.otlp_endpoint)
+    served = None
+    if observability.metrics and observability.deliver_metrics_port:
+        try:
+            served = await serve_metrics(
+                observability.deliver_metrics_host, observability.deliver_metrics_port, observability.metrics_token
+            )
+        except OSError as exc:  # the port is taken: deliver anyway, unwatched, and say so
+            log.warning("metrics not served on port %d: %s", observability.deliver_metrics_port, exc)
     try:
         async with sending(settings.delivery) as sender:
             router = Router(settings, deployment.topology, deployment.schemas, registry, queues)
-            dispatcher = Dispatcher(settings, registry, sender, parking, queues)
+            dispatcher = Dispatcher(settings, registry, sender, parking, queues, tracing=tracing)
             log.info("delivering to webhooks")
             async with asyncio.TaskGroup() as stages:  # one stage failing stops the other
                 stages.create_task(router.run(stop))
                 stages.create_task(dispatcher.run(stop))
     finally:
+        tracing.shutdown()
+        if served is not None:
+            await served.cleanup()
         with contextlib.suppress(Exception):
             await parking.stop()
         with contextlib.suppress(Exception):

@@ -21,9 +21,11 @@ from app.delivery.webhook import body_of
 from app.errors import SchemaError, Unavailable
 from app.kafka.batches import Item, send_batches
 from app.kafka.topology import Topology
+from app.observability.tracing import TRACEPARENT, TRACESTATE
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
+TRACE_HEADERS = frozenset({TRACEPARENT, TRACESTATE})
 ROUTE_GROUP = "deliver"
 MAX_RECORDS = 5000  # per fetched batch: its appends are acknowledged together before its offsets are committed
 
@@ -130,6 +132,7 @@ class Router:
                 if not subs:
                     continue
                 document: bytes | None = None
+                traced = [(name, value) for name, value in message.headers if name in TRACE_HEADERS]
                 for sub in subs:
                     if message.timestamp < sub.created_ms or not sub.matches(record):
                         continue
@@ -142,6 +145,7 @@ class Router:
                     delivery = delivery_id(sub.key, *source)
                     body = body_of(sub, *source, record, document=document, delivery=delivery)
                     headers = [(ID_HEADER, delivery.encode()), (GENERATION_HEADER, str(sub.created_ms).encode())]
+                    headers += traced  # the record's trace goes on to the webhook's POST
                     appends.setdefault((topic, message.partition), []).append((message.key or b"", body, headers))
         if appends:
             await asyncio.gather(*await send_batches(self._producer, appends))

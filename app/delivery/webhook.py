@@ -84,8 +84,13 @@ class Sender:
         self._client = client
         self._timeout_s = timeout_s
 
-    async def attempt(self, sub: Subscription, delivery: str, body: bytes) -> Outcome:
-        """One signed POST, with the secrets in force now (a rotated one signs too, for its overlap)."""
+    async def attempt(
+        self, sub: Subscription, delivery: str, body: bytes, extra: Mapping[str, str] | None = None
+    ) -> Outcome:
+        """One signed POST, with the secrets in force now (a rotated one signs too, for its overlap).
+
+        `extra`: more headers, such as the delivery's `traceparent`.
+        """
         assert sub.url is not None and sub.secret is not None  # only webhook subscriptions get here
         now = time.time()
         sent = {
@@ -93,6 +98,7 @@ class Sender:
             **headers(signing_secrets(sub, datetime.fromtimestamp(now, UTC)), delivery, int(now), body),
             DELIVERY_HEADER: delivery,
             "User-Agent": "sluice-webhooks",
+            **(extra or {}),
         }
         try:
             answer = await self._client.post(sub.url, sent, body, self._timeout_s)

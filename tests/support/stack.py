@@ -84,6 +84,7 @@ class Stack:
                 "SLUICE_API_KEYS": api_keys,
                 "SLUICE_PRODUCER_PORT": str(producer_port),
                 "SLUICE_WORKER_PORT": str(free_port()),
+                "SLUICE_DELIVER_METRICS_PORT": str(free_port()),
                 "SLUICE_DATA_DIR": str(workdir / "data"),
                 "SLUICE_TOPICS_DIR": str(REPO / "topics"),
                 "SLUICE_SCHEMAS_DIR": str(REPO / "schemas"),
