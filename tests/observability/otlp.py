@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Self
+from dataclasses import dataclass
 
 from aiohttp import web
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -11,7 +10,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from tests.support.stack import free_port
+from tests.support.http import LocalReceiver
 
 
 @dataclass(frozen=True)
@@ -23,31 +22,20 @@ class ReceivedSpan:
     parent_span_id: str  # "" for a root span
 
 
-@dataclass
-class OtlpReceiver:
-    """POST /v1/traces on a free port of 127.0.0.1; `url` is what OTEL_EXPORTER_OTLP_ENDPOINT names."""
+class OtlpReceiver(LocalReceiver):
+    """POST /v1/traces on a free port of 127.0.0.1; `endpoint` is what OTEL_EXPORTER_OTLP_ENDPOINT names."""
 
-    port: int = field(default_factory=free_port)
-    spans: list[ReceivedSpan] = field(default_factory=list)
-    _runner: web.AppRunner | None = None
+    PATH = "/v1/traces"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.spans: list[ReceivedSpan] = []
 
     @property
-    def url(self) -> str:
+    def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    async def __aenter__(self) -> Self:
-        app = web.Application()
-        app.router.add_post("/v1/traces", self._receive)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._runner is not None
-        await self._runner.cleanup()
-
-    async def _receive(self, request: web.Request) -> web.Response:
+    async def handle(self, request: web.Request) -> web.Response:
         export = ExportTraceServiceRequest()
         export.ParseFromString(await request.read())
         for resource_spans in export.resource_spans:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
 
 import aiohttp
 import pytest
 
 from app.observability.tracing import TRACEPARENT
+from tests.observability.records import record_of, traceparent
 from tests.observability.scrape import scrape
-from tests.support.stack import SCHEMAS, Stack, read_raw_until, unique
+from tests.support.stack import Stack, unique
 
 pytestmark = pytest.mark.integration
 KEY = "obs_key_2"
@@ -54,21 +54,8 @@ async def test_the_trace_context_reaches_the_effect_without_an_exporter(stack: S
     event_id = unique("traced")
     await post(stack, event_id, {TRACEPARENT: f"00-{trace_id}-{caller}-01"})
 
-    def identity(message: Any) -> str:
-        record = SCHEMAS.decode(message.value)[1]
-        return str(record.get("event_id", record.get("id")))
-
-    async def traceparent(topic: str) -> list[str]:
-        messages = await read_raw_until(
-            stack.bootstrap,
-            stack.topic(topic),
-            lambda ms: any(identity(m) == event_id for m in ms),
-            describe=f"{event_id} on {topic}",
-        )
-        (found,) = [m for m in messages if identity(m) == event_id]
-        return str(dict(found.headers)[TRACEPARENT].decode()).split("-")
-
-    event, effect = await traceparent("events.orders"), await traceparent("effects")
+    event = traceparent(await record_of(stack, "events.orders", event_id))
+    effect = traceparent(await record_of(stack, "effects", event_id))
     assert event[1] == effect[1] == trace_id
     assert len({caller, event[2], effect[2]}) == 3  # a new span at each hop
     assert event[3] == effect[3] == "01"  # the caller's sampling decision, passed on

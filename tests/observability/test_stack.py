@@ -14,9 +14,10 @@ from aiohttp import web
 
 from app.observability.tracing import TRACEPARENT
 from tests.observability.otlp import OtlpReceiver
+from tests.observability.records import record_of, traceparent
 from tests.observability.scrape import Scrape, scrape, until_scraped
 from tests.support.http import LocalReceiver
-from tests.support.stack import SCHEMAS, Stack, read_raw_until, unique
+from tests.support.stack import Stack, unique
 from tests.support.wait import until
 
 pytestmark = pytest.mark.integration
@@ -40,7 +41,7 @@ async def stack(
         kafka_bootstrap,
         tmp_path_factory.mktemp("observed"),
         api_keys=f"{KEY}:acme",
-        OTEL_EXPORTER_OTLP_ENDPOINT=otlp.url,
+        OTEL_EXPORTER_OTLP_ENDPOINT=otlp.endpoint,
         OTEL_BSP_SCHEDULE_DELAY="100",  # the SDK exports every 5 s by default
         SLUICE_WEBHOOK_PRIVATE_NETWORKS="127.0.0.0/8",  # the test's receivers
         SLUICE_WEBHOOK_BACKOFF_BASE_S="0.05",
@@ -214,27 +215,10 @@ async def test_one_trace_from_the_request_to_the_effect_and_its_webhook(stack: S
         await until(lambda: bool(receiver.delivered(event_id)), timeout=60, what="the effect's webhook")
     (hook,) = receiver.delivered(event_id)
 
-    def header(message: Any) -> str:
-        return dict(message.headers)[TRACEPARENT].decode()
-
-    def identity(message: Any) -> str:
-        record = SCHEMAS.decode(message.value)[1]
-        return str(record.get("event_id", record.get("id")))  # an effect's, an event's
-
-    async def of_event(topic: str) -> Any:
-        messages = await read_raw_until(
-            stack.bootstrap,
-            stack.topic(topic),
-            lambda ms: any(identity(m) == event_id for m in ms),
-            describe=f"{event_id} on {topic}",
-        )
-        (found,) = [m for m in messages if identity(m) == event_id]
-        return found
-
-    event = await of_event("events.orders")
-    effect = await of_event("effects")
-    _, event_trace, event_span, _ = header(event).split("-")
-    _, effect_trace, effect_span, _ = header(effect).split("-")
+    event = await record_of(stack, "events.orders", event_id)
+    effect = await record_of(stack, "effects", event_id)
+    _, event_trace, event_span, _ = traceparent(event)
+    _, effect_trace, effect_span, _ = traceparent(effect)
     assert event_trace == effect_trace == trace_id
     assert len({caller, event_span, effect_span}) == 3
     assert dict(event.headers)["tracestate"] == dict(effect.headers)["tracestate"] == b"vendor=1"

@@ -28,7 +28,9 @@ async def local_server(path: str, handler: Callable[[web.Request], Awaitable[web
 
 
 class LocalReceiver:
-    """A webhook receiver on a free port of 127.0.0.1: POSTs to /hook go to `handle`, which subclasses write."""
+    """A receiver on a free port of 127.0.0.1: POSTs to PATH go to `handle`, which subclasses write."""
+
+    PATH = "/hook"
 
     def __init__(self) -> None:
         self.port = free_port()
@@ -36,11 +38,11 @@ class LocalReceiver:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hook"
+        return f"http://127.0.0.1:{self.port}{self.PATH}"
 
     async def __aenter__(self) -> Self:
         app = web.Application()
-        app.router.add_post("/hook", self.handle)
+        app.router.add_post(self.PATH, self.handle)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
