@@ -29,23 +29,43 @@ def loads(raw: bytes | str, field: str = "body") -> Any:
 
 
 def _needs_exact_integers(value: Any, field: str) -> bool:
-    """Check the depth; True if a float there might have been an integer out of orjson's range."""
+    """Check the depth; True if a float there might have been an integer out of orjson's range.
+
+    The walk keeps no field names: making one per member was most of its cost on every request.
+    Only a body found too deep is walked again, with names, to say where.
+    """
     suspect = False
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if type(item) is dict else item if type(item) is list else None
+        if children is None:
+            if type(item) is float and item.is_integer() and not SMALLEST < item < LARGEST:
+                # Rounded to a float, -2^63 - 1 is -2^63: the bounds themselves are suspect too.
+                suspect = True
+        elif depth > MAX_DEPTH:
+            raise _too_deep(_deepest(value, field))
+        else:
+            stack.extend((child, depth + 1) for child in children if type(child) in _WALKED)
+    return suspect
+
+
+# What the walk looks into: containers, and floats that may stand for integers out of range.
+_WALKED = (dict, list, float)
+
+
+def _deepest(value: Any, field: str) -> str:
+    """The field name of the first container past MAX_DEPTH (one is known to be there)."""
     stack: list[tuple[Any, int, str]] = [(value, 1, "")]
     while stack:
         item, depth, path = stack.pop()
+        if isinstance(item, dict | list) and depth > MAX_DEPTH:
+            return path or field
         if isinstance(item, dict):
-            if depth > MAX_DEPTH:
-                raise _too_deep(path or field)
             stack.extend((child, depth + 1, _member(path, key)) for key, child in item.items())
         elif isinstance(item, list):
-            if depth > MAX_DEPTH:
-                raise _too_deep(path or field)
             stack.extend((child, depth + 1, f"{path}[{n}]") for n, child in enumerate(item))
-        elif isinstance(item, float) and item.is_integer() and not SMALLEST < item < LARGEST:
-            # Rounded to a float, -2^63 - 1 is -2^63: the bounds themselves are suspect too.
-            suspect = True
-    return suspect
+    raise AssertionError("no container past the depth limit")
 
 
 def _refuse_inexact_integers(value: Any, field: str) -> None:
