@@ -79,7 +79,7 @@ $(INSTALLED): pyproject.toml
 
 # The console's browser test (tests/console) drives Debian's Chromium; installed here when absent and apt can.
 $(CHROMIUM):
-	@(command -v apt-get >/dev/null && apt-get update -qq && apt-get install -y -qq chromium) || echo "tests/console needs Chromium at $@: install Debian's chromium package (apt-get install chromium)"
+	@(command -v apt-get >/dev/null && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) || echo "tests/console needs Chromium at $@: install Debian's chromium package (apt-get install chromium)"
 
 # Kafka's jars come from Maven Central once, into ~/.cache/sluice/kafka; later starts need no network.
 $(KAFKA_JARS): $(INSTALLED)
