@@ -11,7 +11,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from app.avro.schemas import SchemaSet
-from app.delivery import cursor
+from app.core import cursor
 from app.delivery.payload import dumps, record_json
 from app.errors import SchemaError, Unavailable
 

@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
 from app.catalog import TopicSpec
-from app.core import json_text
+from app.core import cursor, json_text
 from app.core.dlq import (
     NEWEST,
     OLDEST,
@@ -34,7 +34,6 @@ from app.core.dlq import (
 from app.core.envelope import Envelope, derived_event_ids, utcnow
 from app.core.instants import epoch_ms
 from app.core.tenants import Principal
-from app.delivery import cursor
 from app.dialects.base import Dialect, Request
 from app.errors import MalformedBody, NotFound, PayloadTooLarge, RequestError, SchemaError, Unavailable
 from app.producer.http import CONTEXT, Context, authenticate, count_events, json_response, not_kept, read_json

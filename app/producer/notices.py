@@ -7,8 +7,8 @@ import time
 import orjson
 from aiohttp import web
 
+from app.core import cursor
 from app.core.tenants import Principal
-from app.delivery import cursor
 from app.delivery.reader import Decoded, StreamReader
 from app.producer.http import CONTEXT, authenticate, json_response, not_kept
 from app.producer.subscriptions import PULL_WAIT_S, page_limit

@@ -13,10 +13,10 @@ from aiohttp import web
 from aiokafka.errors import KafkaError
 from orjson import Fragment
 
+from app.core import cursor
 from app.core.fields import is_count
 from app.core.subscription import Filter, Subscription, parse_subscription
 from app.core.tenants import Principal
-from app.delivery import cursor
 from app.delivery.destination import Destinations, literal
 from app.delivery.parking import replay_parked
 from app.delivery.reader import DecodedCache, StreamReader

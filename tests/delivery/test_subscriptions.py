@@ -13,8 +13,8 @@ import orjson
 import pytest
 from aiohttp import web
 
+from app.core import cursor
 from app.core.tenants import hash_key
-from app.delivery import cursor
 from app.delivery.signature import verify
 from app.delivery.webhook import DELIVERY_HEADER
 from tests.support.http import LocalReceiver

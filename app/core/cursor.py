@@ -1,4 +1,6 @@
-"""A stream position as a cursor / SSE event id: the next offset of every partition, compact and URL-safe."""
+"""A position in a Kafka topic as opaque text: the next offset of every partition, compact and URL-safe.
+
+The cursors of subscription polling, SSE event ids, notices and dead-letter listings."""
 
 from __future__ import annotations
 
@@ -6,6 +8,7 @@ import base64
 import binascii
 from collections.abc import Mapping
 
+from app.core.fields import is_count
 from app.errors import ValidationError
 
 MAX_LENGTH = 4096
@@ -20,11 +23,11 @@ def encode(positions: Mapping[int, int]) -> str:
     return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
 
 
-def decode(cursor: str, field: str, partitions: int) -> dict[int, int]:
-    """The positions a cursor holds; a malformed one is a 400 naming `field`."""
+def decode(cursor: str, field: str, partitions: int, giver: str = "stream") -> dict[int, int]:
+    """The positions a cursor holds; a malformed one is a 400 naming `field` (and what gives such cursors out)."""
 
     def refuse(reason: str) -> ValidationError:
-        return ValidationError(f"not a cursor this stream gave out: {reason}", field=field, code="invalid_cursor")
+        return ValidationError(f"not a cursor this {giver} gave out: {reason}", field=field, code="invalid_cursor")
 
     if len(cursor) > MAX_LENGTH:
         raise refuse("too long")
@@ -35,7 +38,8 @@ def decode(cursor: str, field: str, partitions: int) -> dict[int, int]:
     positions: dict[int, int] = {}
     for item in text.split(",") if text else []:
         partition, sep, offset = item.partition(":")
-        if not sep or not partition.isdigit() or not offset.isdigit():
+        # An offset is a signed 64-bit number, up to 19 digits; check_reachable refuses one past the end.
+        if not sep or not is_count(partition, 9) or not is_count(offset, 19):
             raise refuse("not partition:offset pairs")
         number = int(partition)
         if number >= partitions:

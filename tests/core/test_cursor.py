@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.delivery import cursor
+from app.core import cursor
 from app.errors import ValidationError
 
 
