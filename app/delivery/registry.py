@@ -120,34 +120,31 @@ class Registry:
         await self._write(subscription.key, self._schema.encode(subscription.to_record()))
 
     async def delete(self, tenant: str, name: str) -> None:
-        sub = self.get(tenant, name)
-        if sub is None:
-            raise NotFound(f"no subscription named {name!r}", field="name", code="subscription_not_found")
-        if sub.declared:
-            raise Conflict(
-                f"subscription {name!r} is declared in a topic file; remove it there",
-                field="name",
-                code="subscription_declared",
-            )
+        sub = self._made_over_http(tenant, name, "remove it there")
         await self._write(sub.key, None)
 
     async def rotate(self, tenant: str, name: str, secret: str, previous_until: datetime) -> Subscription:
         """Give a webhook subscription a new secret; the one it replaces still signs until `previous_until`."""
         await self.sync()  # the secret it replaces is the latest, wherever that was set
-        sub = self.get(tenant, name)
-        if sub is None:
-            raise NotFound(f"no subscription named {name!r}", field="name", code="subscription_not_found")
-        if sub.declared:
-            raise Conflict(
-                f"subscription {name!r} is declared in a topic file; change the secret in its secret_env",
-                field="name",
-                code="subscription_declared",
-            )
+        sub = self._made_over_http(tenant, name, "change the secret in its secret_env")
         rotated = dataclasses.replace(
             sub, secret=secret, previous_secret=sub.secret, previous_secret_until=previous_until
         )
         await self._write(sub.key, self._schema.encode(rotated.to_record()))
         return rotated
+
+    def _made_over_http(self, tenant: str, name: str, instead: str) -> Subscription:
+        """The subscription, if it exists and is not declared in a topic file (there, do `instead`)."""
+        sub = self.get(tenant, name)
+        if sub is None:
+            raise NotFound(f"no subscription named {name!r}", field="name", code="subscription_not_found")
+        if sub.declared:
+            raise Conflict(
+                f"subscription {name!r} is declared in a topic file; {instead}",
+                field="name",
+                code="subscription_declared",
+            )
+        return sub
 
     async def disable(
         self, tenant: str, name: str, reason: str, failing_since: datetime | None, generation: int | None = None

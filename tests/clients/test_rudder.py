@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
 
 import orjson
 import pytest
 from rudderstack.analytics.client import Client
 from rudderstack.analytics.request import APIError
 
+from tests.clients.calls import send_every_call
 from tests.support.stack import Stack, read_until
 
 pytestmark = pytest.mark.integration
@@ -26,25 +26,9 @@ async def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) 
     stack.stop()
 
 
-def send_every_call(host: str, user: str) -> list[dict[str, Any]]:
-    """Queue one call of each type and flush: the consumer thread posts them as one gzipped /v1/batch."""
-    client = Client(WRITE_KEY, host=host)
-    calls = [
-        client.track(user, "Signed Up", {"plan": "pro"}),
-        client.identify(user, {"email": f"{user}@example.com"}),
-        client.page(user, "Docs", "Home", {"path": "/"}),
-        client.screen(user, "App", "Settings", {"tab": 2}),
-        client.group(user, "group-1", {"size": 3}),
-        client.alias("anon-" + user, user),
-    ]
-    client.shutdown()  # flush, then stop the consumer thread
-    assert all(queued for queued, _ in calls)
-    return [message for _, message in calls]
-
-
 async def test_a_gzipped_batch_of_every_call_type_lands_on_the_segment_topic(stack: Stack) -> None:
     user = "user-" + uuid.uuid4().hex[:8]
-    sent = await asyncio.to_thread(send_every_call, stack.url, user)
+    sent = await asyncio.to_thread(send_every_call, Client(WRITE_KEY, host=stack.url), user)
     ids = {message["messageId"] for message in sent}
     records = await read_until(
         stack.bootstrap, stack.topic("events.segment"), lambda rs: ids <= {r["id"] for r in rs}, describe="6 events"

@@ -16,6 +16,7 @@ import pytest
 from segment.analytics.client import Client
 from segment.analytics.request import APIError, post
 
+from tests.clients.calls import send_every_call
 from tests.support.stack import REPO, Stack, read_until
 
 pytestmark = pytest.mark.integration
@@ -30,22 +31,6 @@ async def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) 
     stack.stop()
 
 
-def send_every_call(host: str, user: str) -> list[dict[str, Any]]:
-    """Queue one call of each type and flush: the library's consumer thread posts them as one /v1/batch."""
-    client = Client(WRITE_KEY, host=host)
-    calls = [
-        client.track(user, "Signed Up", {"plan": "pro"}),
-        client.identify(user, {"email": f"{user}@example.com"}),
-        client.page(user, "Docs", "Home", {"path": "/"}),
-        client.screen(user, "App", "Settings", {"tab": 2}),
-        client.group(user, "group-1", {"size": 3}),
-        client.alias("anon-" + user, user),
-    ]
-    client.shutdown()  # flush, then stop the consumer thread
-    assert all(queued for queued, _ in calls)
-    return [message for _, message in calls]
-
-
 async def events_of(stack: Stack, ids: set[str]) -> dict[str, dict[str, Any]]:
     records = await read_until(
         stack.bootstrap,
@@ -58,7 +43,7 @@ async def events_of(stack: Stack, ids: set[str]) -> dict[str, dict[str, Any]]:
 
 async def test_a_batch_of_every_call_type_lands_on_the_segment_topic(stack: Stack) -> None:
     user = "user-" + uuid.uuid4().hex[:8]
-    sent = await asyncio.to_thread(send_every_call, stack.url, user)
+    sent = await asyncio.to_thread(send_every_call, Client(WRITE_KEY, host=stack.url), user)
     events = await events_of(stack, {message["messageId"] for message in sent})
     got = [events[message["messageId"]] for message in sent]
     assert [event["type"] for event in got] == ["Signed Up", "identify", "page", "screen", "group", "alias"]
