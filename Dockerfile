@@ -1,6 +1,15 @@
 # The Sluice producer and worker. Build: docker build -t sluice .
 #   docker run sluice producer | docker run sluice worker   (docker-compose.yml runs both)
-# rocksdict and fastavro ship manylinux wheels, so the slim image needs no compiler.
+# rocksdict and fastavro ship manylinux wheels; only the compiled core (app/native, Rust) is built,
+# in a stage of its own, so the final image holds no compiler.
+FROM python:3.11-slim AS native
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates curl gcc libc6-dev \
+    && curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
+COPY app/native /native
+RUN PYO3_PYTHON=python3 CARGO_TARGET_DIR=/target /root/.cargo/bin/cargo build --release --locked \
+    --manifest-path /native/Cargo.toml
+
 FROM python:3.11-slim
 
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -18,6 +27,7 @@ RUN mkdir app && touch app/__init__.py \
     && rm -rf app build ./*.egg-info
 
 COPY app ./app
+COPY --from=native /target/release/lib_core.so ./app/native/_core.so
 COPY topics ./topics
 COPY schemas ./schemas
 RUN pip install --no-cache-dir --no-deps --force-reinstall . \

@@ -207,6 +207,12 @@ class WorkerSettings:
     dedupe_window_s: int = _setting(
         "SLUICE_DEDUPE_WINDOW_S", 7 * 24 * 3600, "How long an event id is remembered for deduplication."
     )
+    compiled: bool = _setting(
+        "SLUICE_WORKER_COMPILED",
+        True,
+        "Apply events with the compiled core when it is built and covers every topic's rules (else the Python "
+        "engine, with a log line saying why); false: always the Python engine, the reference.",
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,13 +16,26 @@ pytestmark = pytest.mark.integration
 KEY = "it_key_1"
 
 
-@pytest.fixture(scope="module")
-async def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
-    stack = Stack.create(kafka_bootstrap, tmp_path_factory.mktemp("pipeline"), api_keys=f"{KEY}:acme")
+# The worker's two engines: the compiled core (app/native) and the Python engine, its reference.
+ENGINES = {"compiled": "rules engine: compiled", "python": "rules engine: Python"}
+
+
+@pytest.fixture(scope="module", params=sorted(ENGINES))
+async def stack(
+    kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> AsyncIterator[Stack]:
+    engine: str = request.param
+    stack = Stack.create(
+        kafka_bootstrap,
+        tmp_path_factory.mktemp("pipeline"),
+        api_keys=f"{KEY}:acme",
+        SLUICE_WORKER_COMPILED=str(engine == "compiled").lower(),
+    )
     await stack.start_producer()
-    stack.start("worker")
+    worker = stack.start("worker")
     yield stack
     stack.stop()
+    assert worker.log is not None and ENGINES[engine] in worker.log.read_text()
 
 
 async def post(stack: Stack, body: dict[str, Any], idempotency_key: str | None = None) -> dict[str, Any]:

@@ -118,3 +118,8 @@ _SET_DATA, _SET_METADATA = _SETTERS["data"], _SETTERS["metadata"]
 def user_key(tenant: str, user_id: str) -> bytes:
     # Tenant names cannot hold ':', so the first ':' always splits the two.
     return f"{tenant}:{user_id}".encode()
+
+
+def tenant_of(key: bytes) -> str:
+    """The tenant of a `user_key`."""
+    return key[: key.index(b":")].decode()

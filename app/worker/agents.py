@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Iterable
 from contextlib import aclosing
+from datetime import datetime
 from itertools import chain
-from typing import cast
+from typing import Any, cast
 
 import faust
 import rocksdict
 from faust.types import TP, Message, StoreT
 from opentelemetry.trace import Span, SpanKind
 
-from app import ledger
+from app import ledger, native
 from app.avro.schemas import SchemaSet
+from app.catalog import Catalog
 from app.core.dead_letter import DeadLetter
-from app.core.envelope import Envelope, utcnow
+from app.core.envelope import Envelope, tenant_of, utcnow
 from app.errors import SchemaError, SluiceError
 from app.kafka.topology import Topology
 from app.observability.tracing import Tracing, child_headers, from_kafka, to_kafka
@@ -38,10 +41,30 @@ log = logging.getLogger(__name__)
 SEND_AFTER_EVENTS = 100
 
 
+def compiler(settings: Settings, schemas: SchemaSet) -> Callable[[Catalog], native.Program | None] | None:
+    """What compiles a rulebook for the compiled core, or None when the settings ask for the Python engine."""
+    if not settings.worker.compiled:
+        log.info("rules engine: Python (SLUICE_WORKER_COMPILED is off)")
+        return None
+
+    def compile_rules(catalog: Catalog) -> native.Program | None:
+        if not native.AVAILABLE:
+            log.warning("rules engine: Python; the compiled core is not built (make builds it with cargo)")
+            return None
+        program = native.compile_rulebook(catalog, schemas)
+        if program is None:
+            log.warning("rules engine: Python; the compiled core does not cover these rules (`matches`, for one)")
+        else:
+            log.info("rules engine: compiled")
+        return program
+
+    return compile_rules
+
+
 def register(
     app: faust.App,
     settings: Settings,
-    rulebook: Rulebook,
+    rulebook: Rulebook[native.Program],
     schemas: SchemaSet,
     topology: Topology,
     windows: Windows | None = None,
@@ -65,7 +88,11 @@ def register(
         options={"driver": "rocksdict"},
     )
     sweep = Sweep()
+    window_s = settings.worker.dedupe_window_s
+    # The user records written last, parsed, for either engine (app/worker/recent_users.py).
     recent = RecentUsers(settings.worker.cached_users)
+    compiled_users = native.new_users(settings.worker.cached_users) if native.AVAILABLE else None
+    last_program = rulebook.program
     event_schema, effect_schema = schemas["event"], schemas["effect"]
     dead_letter_schema = schemas["dead_letter"]
 
@@ -111,61 +138,129 @@ def register(
                 tracing.end(spans)
 
     def apply_partition(messages: list[Message], outbox: Outbox, tally: Tally | None, spans: list[Span]) -> None:
-        partition = messages[0].partition
+        partition, generation = messages[0].partition, messages[0].generation_id
         db = faust_compat.partition_db(table, partition)
         now = utcnow()
-        batch = ledger.Batch(
-            db.get, now=now, dedupe_window_s=settings.worker.dedupe_window_s, known=recent.of(messages[0].generation_id)
-        )
-        for message in messages:
-            value = cast(bytes, message.value)  # raw values (intake.RAW)
-            try:
-                envelope = Envelope.decode(event_schema, value)
-                spec = rulebook[envelope.topic]
-            except (SchemaError, KeyError) as exc:
-                error = exc if isinstance(exc, SluiceError) else SchemaError(f"unknown topic {exc}")
-                letter = DeadLetter.of(
-                    error, received_at=utcnow(), stage="worker", source=message.topic, body=value, tenant=None
-                )
-                outbox.add(
-                    topology.dead_letters, partition, message.key or b"", dead_letter_schema.encode(letter.to_record())
-                )
-                log.warning("dead-lettered %s[%d]@%d: %s", message.topic, partition, message.offset, error)
-                continue
-            result = batch.step(
-                envelope,
-                source_topic=message.topic,
-                offset=message.offset,
-                rules=spec.rules,
-                rules_version=spec.rules_version,
+        written: Iterable[tuple[bytes, bytes]]
+        program = rulebook.program
+        nonlocal recent, compiled_users, last_program
+        if (program is None) != (last_program is None):
+            # The engine changed with a reload of the rules: the other engine's cache of user
+            # records missed what this one wrote meanwhile.
+            recent = RecentUsers(settings.worker.cached_users)
+            compiled_users = native.new_users(settings.worker.cached_users) if native.AVAILABLE else None
+        last_program = program
+        if program is not None and compiled_users is not None:
+            compiled = native.new_batch(
+                program, db.get, now=now, dedupe_window_s=window_s, known=compiled_users.of(generation)
             )
-            if tally is not None:
-                if result.outcome is ledger.Outcome.APPLIED:
-                    tally.applied_one(envelope.topic, result.effect or {}, envelope.received_at)
-                elif result.outcome is ledger.Outcome.REDELIVERED:
-                    tally.redelivered_one(envelope.received_at)
-                else:
-                    tally.duplicates += 1
-            if result.effect is None and result.reply is None:
-                continue
-            # What it writes is a child span of the event's: the trace goes on to subscribers.
-            trace: list[tuple[str, bytes]] | None
-            if tracing.exporting:
-                span = tracing.start(
-                    "sluice apply",
-                    from_kafka(message.headers),
-                    kind=SpanKind.CONSUMER,
-                    attributes={"sluice.tenant": envelope.tenant, "sluice.topic": envelope.topic},
-                )
-                spans.append(span)
-                trace = to_kafka(span)
+            for message in messages:
+                apply_compiled(compiled, message, outbox, tally, spans)
+            written = chain(compiled.entries, compiled.users)
+        else:
+            batch = ledger.Batch(db.get, now=now, dedupe_window_s=window_s, known=recent.of(generation))
+            for message in messages:
+                apply_one(batch, message, outbox, tally, spans)
+            written = chain(batch.entries, batch.users)
+        write(partition, db, now, written, outbox, len(messages))
+        if program is not None and compiled_users is not None:
+            compiled_users.keep(compiled)
+        else:
+            recent.keep(batch.user_records)
+
+    def apply_compiled(
+        batch: native.Batch, message: Message, outbox: Outbox, tally: Tally | None, spans: list[Span]
+    ) -> None:
+        stepped = batch.step(cast(bytes, message.value), message.topic, message.offset)
+        if stepped is None:  # bytes it cannot read, or a topic without rules: the Python path says why
+            refuse(message, outbox)
+            return
+        outcome, effect, reply, key, slug, received_ms, fired = stepped
+        if tally is not None:
+            if outcome is ledger.Outcome.APPLIED:
+                tally.applied_one(slug, fired, received_ms / 1000)
+            elif outcome is ledger.Outcome.REDELIVERED:
+                tally.redelivered_one(received_ms / 1000)
             else:
-                trace = child_headers(message.headers)
-            # The effect's key is the event's, so it lands in the same partition number.
-            if result.effect is not None:
-                outbox.add(topology.effects, partition, envelope.key, effect_schema.encode(result.effect), trace)
-            if result.reply is not None:
-                outbox.add(topology.replies, partition, envelope.key, effect_schema.encode(result.reply), trace)
+                tally.duplicates += 1
+        if effect is None and reply is None:
+            return
+        trace = child_trace(message, tenant_of(key), slug, spans)
+        if effect is not None:
+            outbox.add(topology.effects, message.partition, key, effect, trace)
+        if reply is not None:
+            outbox.add(topology.replies, message.partition, key, reply, trace)
+
+    def apply_one(
+        batch: ledger.Batch, message: Message, outbox: Outbox, tally: Tally | None, spans: list[Span]
+    ) -> None:
+        value = cast(bytes, message.value)  # raw values (intake.RAW)
+        try:
+            envelope = Envelope.decode(event_schema, value)
+            spec = rulebook[envelope.topic]
+        except (SchemaError, KeyError):
+            refuse(message, outbox)
+            return
+        result = batch.step(
+            envelope,
+            source_topic=message.topic,
+            offset=message.offset,
+            rules=spec.rules,
+            rules_version=spec.rules_version,
+        )
+        if tally is not None:
+            if result.outcome is ledger.Outcome.APPLIED:
+                fired = result.effect["rules_fired"] if result.effect is not None else ()
+                tally.applied_one(envelope.topic, fired, envelope.received_at.timestamp())
+            elif result.outcome is ledger.Outcome.REDELIVERED:
+                tally.redelivered_one(envelope.received_at.timestamp())
+            else:
+                tally.duplicates += 1
+        if result.effect is None and result.reply is None:
+            return
+        trace = child_trace(message, envelope.tenant, envelope.topic, spans)
+        # The effect's key is the event's, so it lands in the same partition number.
+        if result.effect is not None:
+            outbox.add(topology.effects, message.partition, envelope.key, effect_schema.encode(result.effect), trace)
+        if result.reply is not None:
+            outbox.add(topology.replies, message.partition, envelope.key, effect_schema.encode(result.reply), trace)
+
+    def child_trace(message: Message, tenant: str, slug: str, spans: list[Span]) -> list[tuple[str, bytes]] | None:
+        # What an event writes is a child span of the event's: the trace goes on to subscribers.
+        if not tracing.exporting:
+            return child_headers(message.headers)
+        span = tracing.start(
+            "sluice apply",
+            from_kafka(message.headers),
+            kind=SpanKind.CONSUMER,
+            attributes={"sluice.tenant": tenant, "sluice.topic": slug},
+        )
+        spans.append(span)
+        return to_kafka(span)
+
+    def refuse(message: Message, outbox: Outbox) -> None:
+        """Dead-letter a record the worker cannot apply, with the reason its decode or lookup gives."""
+        value = cast(bytes, message.value)
+        error: SluiceError
+        try:
+            rulebook[Envelope.decode(event_schema, value).topic]
+        except SchemaError as exc:
+            error = exc
+        except KeyError as exc:
+            error = SchemaError(f"unknown topic {exc}")
+        else:  # pragma: no cover  (the compiled core refused what the Python engine reads: a bug to see)
+            error = SchemaError("the compiled core could not apply this event")
+        letter = DeadLetter.of(
+            error, received_at=utcnow(), stage="worker", source=message.topic, body=value, tenant=None
+        )
+        outbox.add(
+            topology.dead_letters, message.partition, message.key or b"", dead_letter_schema.encode(letter.to_record())
+        )
+        log.warning("dead-lettered %s[%d]@%d: %s", message.topic, message.partition, message.offset, error)
+
+    def write(
+        partition: int, db: Any, now: datetime, written: Iterable[tuple[bytes, bytes]], outbox: Outbox, events: int
+    ) -> None:
         # RocksDB here and now, the changelog with the batch. Entries before users: see
         # app/ledger.py for why that order survives any crash.
         # One RocksDB write for them all: a put each was a twelfth of the worker's time.
@@ -173,14 +268,10 @@ def register(
         writes = rocksdict.WriteBatch(raw_mode=True)
         # Twice the batch: the sweep goes round faster than entries are added (app/worker/sweep.py).
         # Its deletes come first, so an expired entry this batch writes afresh is kept.
-        doomed = sweep.step(
-            partition, db, budget=2 * len(messages), now=now, dedupe_window_s=settings.worker.dedupe_window_s
-        )
-        for key in doomed:
+        for key in sweep.step(partition, db, budget=2 * events, now=now, dedupe_window_s=window_s):
             writes.delete(key)
             outbox.add(changelog, partition, key, None)  # a tombstone: compaction frees it in Kafka too
-        for key, value in chain(batch.entries, batch.users):
+        for key, value in written:
             writes.put(key, value)
             outbox.add(changelog, partition, key, value)
         db.write(writes)
-        recent.keep(batch.user_records)

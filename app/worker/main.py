@@ -57,7 +57,7 @@ def build_app(deployment: Deployment, tracing: Tracing | None = None) -> faust.A
         # over replays its changelog from its own last write instead: slower, but every record.
         table_standby_replicas=0,
     )
-    rulebook = Rulebook(settings.paths.topics_dir, catalog)
+    rulebook = Rulebook(settings.paths.topics_dir, catalog, agents.compiler(settings, schemas))
     windows = tables.register(app, settings, catalog, schemas, topology)
     agents.register(app, settings, rulebook, schemas, topology, windows, tracing)
     scheduler.register(app, settings, schemas, topology)

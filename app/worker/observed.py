@@ -5,9 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
-from datetime import datetime
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
 
 from app.observability import metrics
 
@@ -26,15 +24,16 @@ class Tally:
         self.applied = 0
         self.duplicates = 0
         self.fired: Counter[tuple[str, str]] = Counter()
-        self.received: list[datetime] = []  # received_at of each effect written
+        self.received: list[float] = []  # received_at of each effect written, epoch seconds
 
-    def applied_one(self, topic: str, effect: Mapping[str, Any], received_at: datetime) -> None:
+    def applied_one(self, topic: str, fired: Iterable[str], received_at: float) -> None:
+        """An event applied: the ids of the rules it fired, when it was received (epoch seconds)."""
         self.applied += 1
-        for rule in effect["rules_fired"]:
+        for rule in fired:
             self.fired[topic, rule] += 1
         self.received.append(received_at)
 
-    def redelivered_one(self, received_at: datetime) -> None:
+    def redelivered_one(self, received_at: float) -> None:
         self.received.append(received_at)  # its effect is written again
 
     def export(self, events: int, seconds: float, written_at: float) -> None:
@@ -49,7 +48,7 @@ class Tally:
             metrics.RULES_FIRED.labels(topic, rule).inc(count)
         if self.received:
             metrics.EFFECTS_WRITTEN.inc(len(self.received))
-            metrics.EVENT_TO_EFFECT.observe_many([max(0.0, written_at - at.timestamp()) for at in self.received])
+            metrics.EVENT_TO_EFFECT.observe_many([max(0.0, written_at - at) for at in self.received])
 
 
 class Lags:

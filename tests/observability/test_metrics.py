@@ -111,9 +111,9 @@ def test_a_batch_is_counted_once_its_writes_are_in() -> None:
     fired = value("sluice_worker_rules_fired_total", topic="orders", rule="coins")
     received = datetime(2026, 1, 1, tzinfo=UTC)
     tally = Tally()
-    tally.applied_one("orders", {"rules_fired": ["coins"]}, received)
-    tally.applied_one("orders", {"rules_fired": ["coins"]}, received)
-    tally.redelivered_one(received)
+    tally.applied_one("orders", ["coins"], received.timestamp())
+    tally.applied_one("orders", ("coins",), received.timestamp())
+    tally.redelivered_one(received.timestamp())
     tally.duplicates += 1
     written = (received + timedelta(seconds=0.5)).timestamp()
     assert value("sluice_worker_events_applied_total") == before["sluice_worker_events_applied_total"]  # not yet
