@@ -1,4 +1,4 @@
-# Two commands do all the set-up on a fresh machine (Python 3.11+, Java 17, Maven):
+# Two commands do all the set-up on a fresh machine (Python 3.11+, Java 17, Maven, Rust):
 #   make run    virtualenv, install, fetch Kafka, then `sluice up`
 #   make test   the same set-up, lint, then the whole suite on a real Kafka broker
 
