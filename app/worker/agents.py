@@ -271,7 +271,9 @@ def register(
         for key in sweep.step(partition, db, budget=2 * events, now=now, dedupe_window_s=window_s):
             writes.delete(key)
             outbox.add(changelog, partition, key, None)  # a tombstone: compaction frees it in Kafka too
-        for key, value in written:
-            writes.put(key, value)
-            outbox.add(changelog, partition, key, value)
+        records = list(written)
+        put = writes.put
+        for key, value in records:
+            put(key, value)
+        outbox.extend(changelog, partition, records)
         db.write(writes)

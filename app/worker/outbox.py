@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from types import TracebackType
 
 from aiokafka import AIOKafkaProducer
@@ -46,6 +47,10 @@ class Outbox:
         self._pending.setdefault((topic, partition), []).append(
             (key, value) if headers is None else (key, value, headers)
         )
+
+    def extend(self, topic: str, partition: int, records: Sequence[tuple[bytes, bytes | None]]) -> None:
+        """Queue records without headers, in order: the changelog's, a batch at a time."""
+        self._pending.setdefault((topic, partition), []).extend(records)
 
     async def send(self) -> None:
         """Put what was added so far on its way to Kafka; `flush` still waits for its acks.

@@ -23,18 +23,16 @@ class Sweep:
 
     def step(self, partition: int, db: Any, *, budget: int, now: datetime, dedupe_window_s: int) -> list[bytes]:
         """Keys of expired entries among the next `budget` (db: the partition's rocksdict Rdict)."""
-        start = self._cursors.get(partition, ledger.ENTRY_PREFIX)
-        it = db.iter()
-        it.seek(start)
+        prefix = ledger.ENTRY_PREFIX
         seen: list[tuple[bytes, bytes]] = []
-        while it.valid() and len(seen) < budget:
-            key = it.key()
-            if not key.startswith(ledger.ENTRY_PREFIX):
+        after = prefix  # past the last entry: the next round starts from the first one
+        # items() hands key and value over in one call: a third cheaper than the iterator's four.
+        for key, value in db.items(from_key=self._cursors.get(partition, prefix)):
+            if not key.startswith(prefix):
                 break
-            seen.append((key, it.value()))
-            it.next()
-        # Past the last entry: start the next round from the first one.
-        self._cursors[partition] = (
-            it.key() if it.valid() and it.key().startswith(ledger.ENTRY_PREFIX) else ledger.ENTRY_PREFIX
-        )
+            if len(seen) == budget:
+                after = key
+                break
+            seen.append((key, value))
+        self._cursors[partition] = after
         return ledger.expired(seen, now=now, dedupe_window_s=dedupe_window_s)
