@@ -50,7 +50,8 @@ class Outbox:
 
     def extend(self, topic: str, partition: int, records: Sequence[tuple[bytes, bytes | None]]) -> None:
         """Queue records without headers, in order: the changelog's, a batch at a time."""
-        self._pending.setdefault((topic, partition), []).extend(records)
+        if records:  # an empty batch would be sent, and acked with None
+            self._pending.setdefault((topic, partition), []).extend(records)
 
     async def send(self) -> None:
         """Put what was added so far on its way to Kafka; `flush` still waits for its acks.

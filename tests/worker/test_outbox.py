@@ -58,3 +58,14 @@ async def test_a_flush_waits_for_every_send_and_gives_each_partitions_last_batch
         outbox.add(topic, 1, b"d", b"4")
         assert await outbox.flush() == {(topic, 0): 2, (topic, 1): 0}
         assert await outbox.flush() == {}
+
+
+async def test_records_extended_a_batch_at_a_time_go_in_order_and_none_is_nothing(kafka_bootstrap: str) -> None:
+    topic = await new_topic(kafka_bootstrap, "outbox")
+    async with Outbox(kafka_bootstrap, timeout_s=10) as outbox:
+        outbox.extend(topic, 0, [])  # a batch that wrote nothing sends nothing
+        assert await outbox.flush() == {}
+        outbox.add(topic, 0, b"a", b"1")
+        outbox.extend(topic, 0, [(b"b", b"2"), (b"c", None)])
+        assert await outbox.flush() == {(topic, 0): 0}
+        assert log_end_reaches(kafka_bootstrap, TopicPartition(topic, 0), 3, timeout=10)
