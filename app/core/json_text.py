@@ -32,26 +32,40 @@ def _needs_exact_integers(value: Any, field: str) -> bool:
     """Check the depth; True if a float there might have been an integer out of orjson's range.
 
     The walk keeps no field names: making one per member was most of its cost on every request.
-    Only a body found too deep is walked again, with names, to say where.
+    Only a body found too deep is walked again, with names, to say where. It goes a level at a
+    time, so a member costs no tuple of (item, depth).
     """
-    suspect = False
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        children = item.values() if type(item) is dict else item if type(item) is list else None
-        if children is None:
-            if type(item) is float and item.is_integer() and not SMALLEST < item < LARGEST:
-                # Rounded to a float, -2^63 - 1 is -2^63: the bounds themselves are suspect too.
-                suspect = True
-        elif depth > MAX_DEPTH:
+    suspect = _suspect(value)
+    level = [value] if type(value) is dict or type(value) is list else []
+    depth = 1
+    while level:
+        if depth > MAX_DEPTH:
             raise _too_deep(_deepest(value, field))
-        else:
-            stack.extend((child, depth + 1) for child in children if type(child) in _WALKED)
+        below: list[Any] = []
+        for item in level:
+            members = item.values() if type(item) is dict else item
+            # The members' types, gathered in C: most objects of an event hold only strings and
+            # integers, and are then done with without a step of Python a member.
+            if _WALKED.isdisjoint(map(type, members)):
+                continue
+            for child in members:
+                kind = type(child)
+                if kind is dict or kind is list:
+                    below.append(child)
+                elif kind is float and not suspect:
+                    suspect = _suspect(child)
+        level = below
+        depth += 1
     return suspect
 
 
 # What the walk looks into: containers, and floats that may stand for integers out of range.
-_WALKED = (dict, list, float)
+_WALKED = frozenset({dict, list, float})
+
+
+def _suspect(value: Any) -> bool:
+    # Rounded to a float, -2^63 - 1 is -2^63: the bounds themselves are suspect too.
+    return type(value) is float and value.is_integer() and not SMALLEST < value < LARGEST
 
 
 def _deepest(value: Any, field: str) -> str:

@@ -39,6 +39,59 @@ class Parsed:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
+# The envelope's slots' own setters, in field order. A dialect makes an envelope an event, and the
+# frozen dataclass's __init__ sets each field through object.__setattr__, which looks the slot up
+# by name every time.
+(
+    _ID,
+    _TENANT,
+    _TOPIC,
+    _TYPE,
+    _USER_ID,
+    _OCCURRED_AT,
+    _RECEIVED_AT,
+    _DIALECT,
+    _DATA,
+    _METADATA,
+    _SENT_AT,
+    _SEND_AT,
+    _AUDIENCE,
+    _WAIT_GROUP_INSTANCE_ID,
+) = (Envelope.__dict__[name].__set__ for name in Envelope.__dataclass_fields__)
+
+
+def new_envelope(
+    id: str,
+    tenant: str,
+    topic: str,
+    type: str,
+    user_id: str,
+    occurred_at: datetime,
+    received_at: datetime,
+    dialect: str,
+    data: dict[str, Any],
+    metadata: dict[str, Any],
+    sent_at: datetime | None = None,
+) -> Envelope:
+    """Envelope(...) of these fields, the others None; still frozen, as only these setters set it."""
+    envelope = object.__new__(Envelope)
+    _ID(envelope, id)
+    _TENANT(envelope, tenant)
+    _TOPIC(envelope, topic)
+    _TYPE(envelope, type)
+    _USER_ID(envelope, user_id)
+    _OCCURRED_AT(envelope, occurred_at)
+    _RECEIVED_AT(envelope, received_at)
+    _DIALECT(envelope, dialect)
+    _DATA(envelope, data)
+    _METADATA(envelope, metadata)
+    _SENT_AT(envelope, sent_at)
+    _SEND_AT(envelope, None)
+    _AUDIENCE(envelope, None)
+    _WAIT_GROUP_INSTANCE_ID(envelope, None)
+    return envelope
+
+
 def each(
     events: list[Any], parse_one: Callable[[int, Any], Envelope]
 ) -> tuple[list[tuple[int, Envelope]], list[Rejection]]:

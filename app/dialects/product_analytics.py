@@ -7,8 +7,8 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from app.core.envelope import Envelope
-from app.core.fields import batch, identifier, json_type, require_object, text, timestamp
-from app.dialects.base import Dialect, Parsed, Request, each
+from app.core.fields import MAX_ID_LENGTH, batch, identifier, json_type, require_object, text, timestamp
+from app.dialects.base import Dialect, Parsed, Request, each, new_envelope
 from app.errors import InvalidFields, RequestError, ValidationError
 
 NAME = "analytics"
@@ -37,6 +37,15 @@ UNKNOWN_FIELD = f"unknown field; allowed: {', '.join(FIELDS)}"
 # Fields the envelope carries itself; every other field goes to data.
 ENVELOPE_FIELDS = frozenset({"event_id", "user_id", "event_time", "event_name"})
 
+# The optional fields' JSON types, for `well_formed`.
+KINDS: dict[str, type] = {
+    **dict.fromkeys(OPTIONAL_STRINGS, str),
+    **dict.fromkeys(ENUMS, str),
+    **dict.fromkeys(OBJECTS, dict),
+    **dict.fromkeys(LISTS, list),
+}
+OPTIONAL = frozenset(KINDS)
+
 T = TypeVar("T")
 
 
@@ -48,12 +57,85 @@ def parse_single(body: Any, request: Request) -> Parsed:
 def parse_batch(body: Any, request: Request) -> Parsed:
     """Refuse a malformed batch as a whole; otherwise accept or reject each event on its own."""
     events = batch(body, "events", MAX_EVENTS, BODY_FIELDS)
-    accepted, rejected = each(events, lambda index, raw: event(raw, request, where=f"events[{index}]"))
+    accepted, rejected = each(
+        events, lambda index, raw: well_formed(raw, request) or checked(raw, request, where=f"events[{index}]")
+    )
     return Parsed(accepted=accepted, rejected=rejected)
 
 
 def event(raw: Any, request: Request, *, where: str) -> Envelope:
     """Validate one event and map it onto the envelope; raise InvalidFields naming every bad field."""
+    envelope = well_formed(raw, request)
+    return envelope if envelope is not None else checked(raw, request, where=where)
+
+
+def well_formed(raw: Any, request: Request) -> Envelope | None:
+    """The envelope of an event with nothing wrong, as `checked` maps it; None at the first doubt.
+
+    Nearly every event is well formed: this checks it in a third of the time `checked` takes to
+    collect each fault, which then runs only to name them.
+    """
+    if type(raw) is not dict or not KNOWN.issuperset(raw):
+        return None
+    get = raw.get
+    event_id, user_id, session_id = get("event_id"), get("user_id"), get("session_id")
+    name, event_type, page_name = get("event_name"), get("event_type"), get("page_name")
+    when = get("event_time")
+    # Ids as strings only: `identifier` turns a number into its text, which `checked` does.
+    if not (
+        type(event_id) is str
+        and type(user_id) is str
+        and type(session_id) is str
+        and len(event_id) <= MAX_ID_LENGTH
+        and len(user_id) <= MAX_ID_LENGTH
+        and len(session_id) <= MAX_ID_LENGTH
+        and event_id.strip()
+        and user_id.strip()
+        and session_id.strip()
+        and type(name) is str
+        and type(event_type) is str
+        and type(page_name) is str
+        and name.strip()
+        and event_type.strip()
+        and page_name.strip()
+        and type(when) is str
+    ):
+        return None
+    for field in OPTIONAL.intersection(raw):  # the optional fields it has, a few of many
+        value = raw[field]
+        kind = KINDS[field]
+        if value is None:
+            continue
+        if kind is list:
+            if type(value) is not list or not all(type(item) is str for item in value):
+                return None
+        elif type(value) is not kind or (field in ENUMS and value not in ENUMS[field]):
+            return None
+    try:
+        occurred_at = event_time(when, request)
+    except ValidationError:
+        return None
+    # Every field but the envelope's own, in order. session_id is a string: `checked`'s copy of it
+    # keeps its place and value.
+    data = raw.copy()
+    for field in ENVELOPE_FIELDS:
+        del data[field]
+    return new_envelope(
+        event_id,
+        request.tenant,
+        request.topic,
+        name,
+        user_id,
+        occurred_at,
+        request.received_at,
+        NAME,
+        data,
+        {},
+    )
+
+
+def checked(raw: Any, request: Request, *, where: str) -> Envelope:
+    """Check every field of one event; raise InvalidFields naming every bad field, else map it."""
     if not isinstance(raw, dict):
         raise InvalidFields(
             [ValidationError(f"must be a JSON object, got {json_type(raw)}", field=where, code="validation.type")]
@@ -167,6 +249,15 @@ def respond_single(parsed: Parsed) -> tuple[int, Any]:
 
 def respond_batch(parsed: Parsed) -> tuple[int, Any]:
     """Always 200: each event's outcome in batch order, counted."""
+    if not parsed.rejected:
+        return 200, {
+            "status": "success",
+            "accepted": len(parsed.accepted),
+            "rejected": 0,
+            "results": [
+                {"index": index, "status": "success", "eventId": envelope.id} for index, envelope in parsed.accepted
+            ],
+        }
     results: dict[int, dict[str, Any]] = {
         index: {"index": index, "status": "success", "eventId": envelope.id} for index, envelope in parsed.accepted
     }

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
 
 from app.core.envelope import Envelope
-from app.core.fields import batch, identifier, optional_string, require_object, text, timestamp
-from app.dialects.base import Dialect, Parsed, Request, each
+from app.core.fields import MAX_ID_LENGTH, batch, identifier, optional_string, require_object, text, timestamp
+from app.dialects.base import Dialect, Parsed, Request, each, new_envelope
 from app.errors import RequestError, ValidationError
 
 NAME = "segment"
@@ -47,6 +48,8 @@ EVENT_FIELDS = frozenset(
 OBJECT_FIELDS = ("properties", "traits")
 STRING_FIELDS = ("name", "category")
 ID_FIELDS = ("groupId", "previousId")
+# The fields `mapped` copies into data after the event name, in its order, and their JSON types.
+WELL_FORMED_DATA = (*((f, dict) for f in OBJECT_FIELDS), *((f, str) for f in STRING_FIELDS + ID_FIELDS))
 # The field each call type cannot do without, beyond the common ones.
 REQUIRED_BY_TYPE = {"track": "event", "group": "groupId", "alias": "previousId"}
 
@@ -63,6 +66,93 @@ def parse(body: Any, request: Request) -> Parsed:
 
 def event(raw: Any, index: int, sent_at: datetime, request: Request) -> Envelope:
     """Validate one call of the batch, correct its clock skew and map it onto the envelope."""
+    envelope = well_formed(raw, sent_at, request)
+    return envelope if envelope is not None else checked_event(raw, index, sent_at, request)
+
+
+def well_formed(raw: Any, sent_at: datetime, request: Request) -> Envelope | None:
+    """The envelope of a call of a batch with nothing wrong, as `checked_event` maps it; None at the first doubt.
+
+    Nearly every call is well formed: this checks it without a function call a field, and
+    `checked_event` runs only to say what is wrong (or to map an id sent as a number).
+    """
+    if type(raw) is not dict or not EVENT_FIELDS.issuperset(raw):
+        return None
+    get: Callable[[str], Any] = raw.get  # JSON values: typed below as they are checked
+    call, stamp, context = get("type"), get("timestamp"), get("context")
+    message_id: str = get("messageId")  # checked below to be a string
+    user_id: str | None = get("userId")
+    anonymous_id: str | None = get("anonymousId")  # both checked below to be strings when present
+    if not (
+        type(call) is str
+        and call in CALL_TYPES
+        and _is_id(message_id)
+        and type(stamp) is str
+        and type(context) is dict
+        and (user_id is not None or anonymous_id is not None)
+        and (user_id is None or _is_id(user_id))
+        and (anonymous_id is None or _is_id(anonymous_id))
+    ):
+        return None
+    required = REQUIRED_BY_TYPE.get(call)
+    if required is not None and get(required) is None:
+        return None
+    data: dict[str, Any] = {"type": call}
+    name: str | None = get("event")
+    if name is not None:
+        if type(name) is not str or not name.strip() or len(name) > MAX_NAME_LENGTH:
+            return None
+        data["event"] = name
+    for field, kind in WELL_FORMED_DATA:
+        value = get(field)
+        if value is not None:
+            if type(value) is not kind or (field in ID_FIELDS and not _is_id(value)):
+                return None
+            data[field] = value
+    if anonymous_id is not None:
+        data["anonymousId"] = anonymous_id
+    if user_id is not None:
+        data["userId"] = user_id
+    integrations = get("integrations")
+    if integrations is not None and type(integrations) is not dict:
+        return None
+    if len(orjson.dumps(raw)) > MAX_EVENT_BYTES:
+        return None
+    try:
+        original = timestamp(stamp, "timestamp", require_offset=False)
+        occurred_at = request.received_at - (sent_at - original)
+    except (ValidationError, OverflowError):
+        return None
+    if occurred_at > request.received_at + MAX_FUTURE:
+        return None
+    metadata: dict[str, Any] = {"context": context, "originalTimestamp": stamp}
+    if integrations is not None:
+        metadata["integrations"] = integrations
+    event_type = name if call == "track" else call
+    owner = user_id if user_id is not None else anonymous_id
+    assert event_type is not None and owner is not None  # a track call has its name; a call, its user: checked above
+    return new_envelope(
+        message_id,
+        request.tenant,
+        request.topic,
+        event_type,
+        owner,
+        occurred_at,
+        request.received_at,
+        NAME,
+        data,
+        metadata,
+        sent_at,
+    )
+
+
+def _is_id(value: Any) -> bool:
+    """A string `identifier` takes as it is."""
+    return type(value) is str and len(value) <= MAX_ID_LENGTH and bool(value.strip())
+
+
+def checked_event(raw: Any, index: int, sent_at: datetime, request: Request) -> Envelope:
+    """Check one call of the batch field by field, raising on the first fault; else map it."""
     body = checked(raw, f"batch[{index}]", EVENT_FIELDS)
     call = call_type(body.get("type"))
     for field in ("messageId", "timestamp", "context"):
@@ -81,8 +171,8 @@ def checked(raw: Any, label: str, allowed: frozenset[str]) -> dict[str, Any]:
             code="validation.too_large",
         )
     body = require_object(raw, "event")
-    unknown = sorted(set(body) - allowed)
-    if unknown:
+    if not allowed.issuperset(body):  # no set made for the fields of a well-formed call
+        unknown = sorted(set(body) - allowed)
         raise ValidationError(
             f"unknown field; allowed: {', '.join(sorted(allowed))}", field=unknown[0], code="validation.unknown"
         )
@@ -140,18 +230,18 @@ def mapped(body: dict[str, Any], call: str, sent_at: datetime | None, request: R
     if body.get("integrations") is not None:
         metadata["integrations"] = require_object(body["integrations"], "integrations")
 
-    return Envelope(
-        id=message_id,
-        tenant=request.tenant,
-        topic=request.topic,
-        type=data["event"] if call == "track" else call,
-        user_id=owner,
-        occurred_at=occurred_at,
-        received_at=request.received_at,
-        dialect=NAME,
-        data=data,
-        metadata=metadata,
-        sent_at=sent_at,
+    return new_envelope(
+        message_id,
+        request.tenant,
+        request.topic,
+        data["event"] if call == "track" else call,
+        owner,
+        occurred_at,
+        request.received_at,
+        NAME,
+        data,
+        metadata,
+        sent_at,
     )
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from app.core.envelope import Envelope
 from app.core.fields import batch, identifier, require_object, text, timestamp
-from app.dialects.base import Dialect, Parsed, Rejection, Request, each
+from app.dialects.base import Dialect, Parsed, Rejection, Request, each, new_envelope
 from app.errors import ValidationError
 
 NAME = "usage"
@@ -32,8 +32,8 @@ def parse(body: Any, request: Request) -> Parsed:
 def event(raw: Any, request: Request) -> Envelope:
     """Validate one event of the batch and map it onto the envelope."""
     body = require_object(raw, "event")
-    unknown = sorted(set(body) - EVENT_FIELDS)
-    if unknown:
+    if not EVENT_FIELDS.issuperset(body):  # no set made for the fields of a well-formed event
+        unknown = sorted(set(body) - EVENT_FIELDS)
         raise ValidationError(
             f"unknown field; allowed: {', '.join(sorted(EVENT_FIELDS))}", field=unknown[0], code="validation.unknown"
         )
@@ -48,17 +48,17 @@ def event(raw: Any, request: Request) -> Envelope:
     customer = identifier(body["customerAlias"], "customerAlias")
     ref = identifier(body["ref"], "ref")
     data = body.get("data")
-    return Envelope(
-        id=ref,
-        tenant=request.tenant,
-        topic=request.topic,
-        type=name,
-        user_id=customer,
-        occurred_at=occurred_at,
-        received_at=request.received_at,
-        dialect=NAME,
-        data={} if data is None else require_object(data, "data"),
-        metadata={},
+    return new_envelope(
+        ref,
+        request.tenant,
+        request.topic,
+        name,
+        customer,
+        occurred_at,
+        request.received_at,
+        NAME,
+        {} if data is None else require_object(data, "data"),
+        {},
     )
 
 

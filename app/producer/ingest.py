@@ -28,8 +28,8 @@ from app.producer.http import (
     read_body,
     read_json,
 )
+from app.producer.ingest_records import event_records
 from app.producer.replies import gather_effects
-from app.scheduling.send_at import records
 from app.simulation import simulate
 
 # (method, path, dialect): every ingest endpoint. A path without {topic_slug} writes to the
@@ -168,7 +168,7 @@ async def _write(
         await keep_refused(request, rejection.error, orjson.dumps(rejection.event))
     # A future send_at goes to the scheduled topic instead, for the worker to deliver when due.
     routes, now = context.deployment.routes, utcnow()
-    written = [r for _, event in parsed.accepted for r in records(event, routes, now)]
+    written = event_records(parsed.accepted, routes, now)
     try:
         await context.publisher.publish_many(written, headers=trace)
     except Unavailable:

@@ -164,12 +164,16 @@ class Publisher:
     async def _send(self, waiting: list[Queued]) -> list[asyncio.Future[RecordMetadata]]:
         """Queue the records as one batch per partition (more if one fills); return the batches' futures."""
         by_partition: dict[tuple[str, int], list[Item]] = {}
+        # Once a topic, not an await a record.
+        topics = {topic for records, _, _ in waiting for topic, _, _ in records}
+        counts = {topic: await self._partition_count(topic) for topic in topics}
         for records, headers, _ in waiting:
             for topic, key, value in records:
-                partition = partition_of(key, await self._partition_count(topic))
-                by_partition.setdefault((topic, partition), []).append(
-                    (key, value) if headers is None else (key, value, headers)
-                )
+                place = (topic, partition_of(key, counts[topic]))
+                batch = by_partition.get(place)
+                if batch is None:
+                    batch = by_partition[place] = []
+                batch.append((key, value) if headers is None else (key, value, headers))
         return await send_batches(self._producer, by_partition)
 
     async def _await_acks(self, acks: list[asyncio.Future[RecordMetadata]], waiting: list[Queued]) -> None:

@@ -233,3 +233,28 @@ def test_bytes_fastavro_refuses_are_a_schema_error() -> None:
     data = SCHEMA.encode(RECORD)
     with pytest.raises(SchemaError):
         SCHEMA.decode(data[:-3])
+
+
+# The edges of the writer's inline branches (one byte, two bytes, a call) and of the long range.
+EDGES = [0, 1, 63, 64, 65, 127, 128, 8191, 8192, 8193, 16383, 16384, 1_764_912_345_678, 2**63 - 1]
+
+
+@pytest.mark.parametrize("n", [*EDGES, *(-n for n in EDGES), -(2**63)])
+def test_longs_and_lengths_at_the_edges_are_written_as_fastavro_writes_them(n: int) -> None:
+    schema = {
+        "type": "record",
+        "name": "Edges",
+        "fields": [
+            {"name": "n", "type": "long"},
+            {"name": "text", "type": "string"},
+            {"name": "items", "type": {"type": "array", "items": "null"}},
+        ],
+    }
+    codec = compile_codec(schema)
+    assert codec is not None
+    size = min(abs(n), 20_000)
+    record = {"n": n, "text": "é" * (size // 2) + "x" * (size % 2), "items": [None] * size}
+    expected = io.BytesIO()
+    fastavro.schemaless_writer(expected, fastavro.parse_schema(schema), record)
+    assert codec.encode(record) == expected.getvalue()
+    assert codec.encode(record) == expected.getvalue()  # again: the recent longs' cache answers the same
