@@ -23,7 +23,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch", type=int, default=500, help="events per request")
     parser.add_argument("--connections", type=int, default=8, help="concurrent keep-alive connections")
     parser.add_argument("--endpoints", default="usage,analytics,segment", help="usage, analytics, segment")
-    parser.add_argument("--rate", type=float, default=1000, help="pipeline: steady events/s of the latency phase")
+    parser.add_argument("--rate", type=float, default=1000, help="tenants: tenant B's steady events/s")
+    parser.add_argument(
+        "--rates", default="1000,10000", help="pipeline: steady events/s of the latency phases, comma-separated"
+    )
     parser.add_argument(
         "--seconds", type=float, default=20, help="pipeline: length of the latency phase; tenants: of a phase"
     )
@@ -61,7 +64,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     if args.what == "pipeline":
         from bench import pipeline
 
-        return asyncio.run(pipeline.run(settings, args.events, args.rate, args.seconds))
+        rates = [float(rate) for rate in args.rates.split(",") if rate.strip()]
+        return asyncio.run(pipeline.run(settings, args.events, rates, args.seconds))
     from bench import ingest
 
     endpoints = [name.strip() for name in args.endpoints.split(",") if name.strip()]

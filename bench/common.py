@@ -308,9 +308,13 @@ class Http:
 
     async def post(self, path: str, body: bytes, headers: Mapping[str, str]) -> tuple[int, bytes]:
         """(status, body) of a POST; raises ConnectionError if the server closes or answers garbage."""
+        return await self.request("POST", path, body, headers)
+
+    async def request(self, method: str, path: str, body: bytes, headers: Mapping[str, str]) -> tuple[int, bytes]:
+        """(status, body) of a request with a body; raises ConnectionError if the server closes or answers garbage."""
         head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
         request = (
-            f"POST {path} HTTP/1.1\r\nHost: {self._host}:{self._port}\r\n{head}Content-Length: {len(body)}\r\n\r\n"
+            f"{method} {path} HTTP/1.1\r\nHost: {self._host}:{self._port}\r\n{head}Content-Length: {len(body)}\r\n\r\n"
         ).encode() + body
         async with self._slots:
             reused = bool(self._idle)
@@ -324,7 +328,7 @@ class Http:
                 # A kept-alive connection the server closed as idle before this request reached
                 # it: send the request again on a new one, as HTTP clients do.
                 if not (reused and _closed_unanswered(exc)):
-                    raise ConnectionError(f"POST {path}: {exc!r}") from exc
+                    raise ConnectionError(f"{method} {path}: {exc!r}") from exc
                 reader, writer = await self._connect()
                 try:
                     writer.write(request)
@@ -332,7 +336,7 @@ class Http:
                 except (OSError, asyncio.IncompleteReadError, ValueError) as again:
                     writer.close()
                     self._open.discard(writer)
-                    raise ConnectionError(f"POST {path}: {again!r}") from again
+                    raise ConnectionError(f"{method} {path}: {again!r}") from again
             if keep:
                 self._idle.append((reader, writer))
             else:
@@ -368,16 +372,22 @@ def _closed_unanswered(exc: BaseException) -> bool:
 
 class EffectsReader:
     """Reads every partition of the effects topic from the start; notes when each event id is first read,
-    and when its first effect was written (the record's timestamp, set by the worker's producer)."""
+    and when its first effect was written (the record's timestamp, set by the worker's producer).
 
-    def __init__(self, bootstrap: str, topic: str, partitions: int, schemas: SchemaSet) -> None:
+    With `schema="event"`, an event topic's records instead: when each event was written (by the producer).
+    """
+
+    def __init__(
+        self, bootstrap: str, topic: str, partitions: int, schemas: SchemaSet, *, schema: str = "effect"
+    ) -> None:
         self.seen: dict[str, float] = {}  # event id -> time.perf_counter() when first read
         self.written: dict[str, float] = {}  # event id -> time.time() of its first effect record
         self.records = 0
         self._topic = topic
         self._partitions = partitions
         self._schemas = schemas
-        self._fingerprint = schemas["effect"].fingerprint
+        self._fingerprint = schemas[schema].fingerprint
+        self._id_field = "event_id" if schema == "effect" else "id"  # each schema's first field
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._consumer = AIOKafkaConsumer(
@@ -415,7 +425,7 @@ class EffectsReader:
                 self._changed.set()
 
     def _event_id(self, value: bytes) -> str:
-        """The effect's event_id, its first field: read it straight from the Avro bytes when we can."""
+        """The event id, the record's first field: read it straight from the Avro bytes when we can."""
         if value[:2] == MARKER and value[2:HEADER_SIZE] == self._fingerprint:
             shift = length = 0
             position = HEADER_SIZE
@@ -429,7 +439,7 @@ class EffectsReader:
             length = (length >> 1) ^ -(length & 1)
             return value[position : position + length].decode()
         _, record = self._schemas.decode(value)
-        return str(record["event_id"])
+        return str(record[self._id_field])
 
     async def wait_for(
         self,

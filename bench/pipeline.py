@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import random
 import tempfile
@@ -19,6 +20,7 @@ from app.avro.schemas import SchemaSet
 from app.catalog import TopicSpec
 from app.core.envelope import Envelope
 from app.runtime import collector
+from app.runtime.processes import Child
 from app.settings import Settings
 from bench.common import (
     BENCH_KEY,
@@ -40,29 +42,95 @@ from bench.common import (
     producer_process,
     started,
     steal_percent,
+    until,
 )
 
 WARM_UP_S = 5.0
+# Requests a second one load generator process sends as single POSTs: faster, a phase sends small
+# batches instead (PUT /events, usage events), at most this many requests a second.
+SINGLE_POSTS_UP_TO = 2000.0
+BATCHED_REQUESTS_PER_S = 1000.0
+
+
+@dataclass(frozen=True)
+class Load:
+    """A steady phase: `rate` events a second, `batch` to a request (1: single orders POSTed)."""
+
+    rate: float
+
+    @property
+    def batch(self) -> int:
+        return 1 if self.rate <= SINGLE_POSTS_UP_TO else math.ceil(self.rate / BATCHED_REQUESTS_PER_S)
+
+    @property
+    def topic(self) -> str:
+        return "orders" if self.batch == 1 else "usage"
+
+    def describe(self) -> str:
+        if self.batch == 1:
+            return "single orders, POST /topics/orders/events"
+        requests = self.rate / self.batch
+        return f"batches of {self.batch} usage events, PUT /events, {requests:,.0f} requests/s"
 
 
 @dataclass
 class Steady:
-    sent: dict[str, float]  # event id -> time.perf_counter() when its POST was due to start
+    sent: dict[str, float]  # event id -> time.perf_counter() when its request was due to start
     clock: float  # time.time() - time.perf_counter(): `sent` on the wall clock, as record timestamps are
     response_s: list[float]
     failures: list[str]
-    rate: float  # POSTs started per second
-    answered_rate: float  # answers per second, from the first start to the last answer
+    rate: float  # events in requests started per second
+    answered_rate: float  # events answered per second, from the first start to the last answer
 
 
-async def drive_steady(http: Http, rate: float, seconds: float, prefix: str) -> Steady:
-    """POST single orders to /topics/orders/events at `rate` per second for `seconds`, on a fixed schedule.
+def _order(rng: random.Random, event_id: str) -> tuple[str, str, bytes, dict[str, str]]:
+    kind = rng.choice(ORDER_TYPES)
+    body = orjson.dumps(
+        {
+            "data": {
+                "user_id": f"user_{rng.randrange(5000)}",
+                "order_id": f"o-{event_id}",
+                "sku": rng.choice(SKUS),
+                "quantity": 1,
+                "amount_cents": rng.randint(199, 19999),
+                "currency": "EUR",
+            },
+            "metadata": {"type": kind, "source": "web"},
+        }
+    )
+    headers = {"Content-Type": "application/json", "X-API-Key": BENCH_KEY, "Idempotency-Key": event_id}
+    return "POST", "/topics/orders/events", body, headers
 
-    The n-th request is due at t0 + n / rate: a late start does not push back the later ones.
+
+def _usage(rng: random.Random, event_ids: list[str]) -> tuple[str, str, bytes, dict[str, str]]:
+    now = datetime.now(UTC).isoformat()
+    events = [
+        {
+            "name": "api_call",
+            "timestamp": now,
+            "customerAlias": f"customer-{rng.randrange(5000)}",
+            "ref": event_id,
+            "data": {"endpoint": "/users", "method": "GET", "status": 200, "duration_ms": rng.randrange(5, 50)},
+        }
+        for event_id in event_ids
+    ]
+    return (
+        "PUT",
+        "/events",
+        orjson.dumps({"events": events}),
+        {"Content-Type": "application/json", "X-API-Key": BENCH_KEY},
+    )
+
+
+async def drive_steady(http: Http, load: Load, seconds: float, prefix: str) -> Steady:
+    """Send `load.rate` events a second for `seconds`, on a fixed schedule: single orders POSTed to
+    /topics/orders/events, or above SINGLE_POSTS_UP_TO a second batches of usage events (PUT /events).
+
+    The n-th request is due at t0 + n * batch / rate: a late start does not push back the later ones.
     Its time counts from then, so a late start and waiting for one of `http`'s connections count
-    too (no coordinated omission). The Idempotency-Key header is the event id. `http` is shared
-    by the warm-up and the measured run: a fresh pool opened its connections inside the measured
-    second, 60 to 250 ms for the first hundred requests.
+    too (no coordinated omission). The event ids are the Idempotency-Key header or the usage
+    events' refs. `http` is shared by the warm-up and the measured run: a fresh pool opened its
+    connections inside the measured second, 60 to 250 ms for the first hundred requests.
     """
     rng = random.Random(prefix)
     # The load generator's own pauses must not count as the pipeline's: a full collection of
@@ -72,54 +140,44 @@ async def drive_steady(http: Http, rate: float, seconds: float, prefix: str) -> 
     response_s: list[float] = []
     failures: list[str] = []
     answered: list[float] = []
-    total = int(rate * seconds)
+    batch = load.batch
+    total = int(load.rate * seconds) // batch
     in_flight: set[asyncio.Task[None]] = set()
 
-    async def post(n: int, due: float) -> None:
-        event_id = f"{prefix}_{n}"
-        kind = rng.choice(ORDER_TYPES)
-        body = orjson.dumps(
-            {
-                "data": {
-                    "user_id": f"user_{rng.randrange(5000)}",
-                    "order_id": f"o-{event_id}",
-                    "sku": rng.choice(SKUS),
-                    "quantity": 1,
-                    "amount_cents": rng.randint(199, 19999),
-                    "currency": "EUR",
-                },
-                "metadata": {"type": kind, "source": "web"},
-            }
-        )
-        headers = {"Content-Type": "application/json", "X-API-Key": BENCH_KEY, "Idempotency-Key": event_id}
-        start = sent[event_id] = due
+    async def send(n: int, due: float) -> None:
+        ids = [f"{prefix}_{n}_{i}" for i in range(batch)] if batch > 1 else [f"{prefix}_{n}"]
+        method, path, body, headers = _order(rng, ids[0]) if batch == 1 else _usage(rng, ids)
+        for event_id in ids:
+            sent[event_id] = due
         try:
-            status, answer = await http.post("/topics/orders/events", body, headers)
-            if status != 201:
+            status, answer = await http.request(method, path, body, headers)
+            if status not in (200, 201) or b'"invalidEvents":[{' in answer:
                 failures.append(f"{status} {answer[:300]!r}")
-                del sent[event_id]
+                for event_id in ids:
+                    del sent[event_id]
         except ConnectionError as exc:
             failures.append(repr(exc))
-            del sent[event_id]
+            for event_id in ids:
+                del sent[event_id]
         answered.append(time.perf_counter())
-        response_s.append(answered[-1] - start)
+        response_s.append(answered[-1] - due)
 
-    progress = Progress("sent", total, "requests")
+    progress = Progress("sent", total * batch, "events")
     t0 = time.perf_counter()
     clock = time.time() - t0
     for n in range(total):
-        due = t0 + n / rate
+        due = t0 + n * batch / load.rate
         delay = due - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        progress.update(n)
-        task = asyncio.create_task(post(n, due))
+        progress.update(n * batch)
+        task = asyncio.create_task(send(n, due))
         in_flight.add(task)
         task.add_done_callback(in_flight.discard)
     await asyncio.gather(*in_flight)
-    starts = sorted(sent.values())
-    achieved = (len(starts) - 1) / (starts[-1] - starts[0]) if len(starts) > 1 else 0.0
-    answered_rate = len(answered) / (max(answered) - starts[0]) if starts else 0.0
+    starts = sorted(set(sent.values()))
+    achieved = (len(starts) - 1) * batch / (starts[-1] - starts[0]) if len(starts) > 1 else 0.0
+    answered_rate = len(answered) * batch / (max(answered) - starts[0]) if starts else 0.0
     return Steady(sent, clock, response_s, failures, achieved, answered_rate)
 
 
@@ -151,8 +209,49 @@ def core_us_per_event(schemas: SchemaSet, spec: TopicSpec, records: list[tuple[b
     return best / len(records) * 1e6
 
 
-async def run(settings: Settings, events: int, rate: float, seconds: float) -> int:
-    """Phase 1: worker throughput over a pre-loaded topic. Phase 2: end-to-end latency at a steady rate."""
+def cpu_pressure_s(path: Path = Path("/proc/pressure/cpu")) -> float | None:
+    """Seconds, since boot, that some runnable task on the machine waited for a CPU (PSI's `some` total)."""
+    try:
+        for line in path.read_text().splitlines():
+            kind, *fields = line.split()
+            if kind == "some":
+                return int(dict(field.split("=", 1) for field in fields)["total"]) / 1e6
+    except (OSError, KeyError, ValueError):
+        pass
+    return None
+
+
+def run_queue_s(schedstat: Path) -> float | None:
+    """Seconds a thread has waited on a run queue for a CPU (/proc/<pid>/task/<tid>/schedstat), or None."""
+    try:
+        return int(schedstat.read_text().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def share(before: float | None, after: float | None, seconds: float) -> str:
+    """`after - before` as a percentage of `seconds`; - if either is unknown."""
+    return "-" if before is None or after is None or seconds <= 0 else f"{(after - before) / seconds:.0%}"
+
+
+@dataclass
+class Measured:
+    """A steady phase's results: per event, from its request to its effect and on the way."""
+
+    load: Load
+    steady: Steady
+    steal: str
+    pressure: str  # the share of the phase some runnable task on the machine waited for a CPU
+    worker_waited: str  # the share of the phase the worker's main thread waited for a CPU
+    worker_cpu: str  # the worker's CPU time over the phase, as a share of one core
+    written: list[float]  # request to effect written (the effect record's timestamp)
+    read: list[float]  # request to effect read by the bench's subscriber
+    event_written: list[float]  # request to event written (the event record's timestamp, set by the producer)
+    worker: list[float]  # event written to effect written: the broker and the worker
+
+
+async def run(settings: Settings, events: int, rates: list[float], seconds: float) -> int:
+    """Phase 1: worker throughput over a pre-loaded topic. Then end-to-end latency at each steady rate."""
     with tempfile.TemporaryDirectory(prefix="sluice-bench-") as tmp:
         workdir = Path(tmp)
         async with bench_broker(settings, workdir) as bootstrap:
@@ -176,6 +275,7 @@ async def run(settings: Settings, events: int, rate: float, seconds: float) -> i
                 "SLUICE_DATA_DIR": str(workdir / "worker"),
                 "SLUICE_WORKER_PORT": str(free_port()),
             }
+            measured: list[Measured] = []
             async with (
                 EffectsReader(bootstrap, topology.effects, topology.partitions, schemas) as reader,
                 started("worker", worker_env, workdir / "worker.log") as worker,
@@ -207,45 +307,92 @@ async def run(settings: Settings, events: int, rate: float, seconds: float) -> i
                 )
 
                 async with producer_process(env, workdir) as url, Http(url, connections=256) as http:
-                    # Warm up the connections, the producer's metadata and the worker's fetch loop,
-                    # and let the worker settle from the backlog into a steady state (RocksDB flushes
-                    # and compactions of phase 1): 5 s of the same load, not measured.
-                    warm = await drive_steady(http, rate, WARM_UP_S, "warm" + uuid.uuid4().hex[:6])
-                    await reader.wait_for(
-                        lambda: sum(1 for e in warm.sent if e in reader.seen), len(warm.sent), worker, 30, "warm-up"
-                    )
-                    print(f"  steady {rate:,.0f}/s for {seconds:.0f} s", flush=True)
-                    cpu_steady = CpuTimes.now()
-                    steady = await drive_steady(http, rate, seconds, "lat" + uuid.uuid4().hex[:6])
-                    steal_2 = steal_percent(cpu_steady, CpuTimes.now())
-                    if steady.failures:
-                        raise RuntimeError(f"{len(steady.failures)} POSTs failed, e.g. {steady.failures[0]}")
-                    await reader.wait_for(
-                        lambda: sum(1 for e in steady.sent if e in reader.seen), len(steady.sent), worker, 30, "effects"
-                    )
-                latencies = [reader.seen[e] - start for e, start in steady.sent.items()]
-                written = [reader.written[e] - (start + steady.clock) for e, start in steady.sent.items()]
+                    for load in (Load(rate) for rate in rates):
+                        topic = topology.events[load.topic]
+                        async with EffectsReader(
+                            bootstrap, topic, topology.partitions, schemas, schema="event"
+                        ) as written_events:
+                            measured.append(
+                                await _steady_phase(http, load, seconds, reader, written_events, worker, pid)
+                            )
 
     print(
-        f"{'phase':<40}{'events':>9}{'seconds':>9}{'events/s':>10}{'p50 ms':>8}{'p99 ms':>8}{'max ms':>8}{'steal':>7}"
+        f"{'phase':<42}{'events':>9}{'seconds':>9}{'events/s':>10}{'p50 ms':>8}{'p99 ms':>8}{'max ms':>8}{'steal':>7}"
+        f"{'cpu wait':>10}"
     )
     print(
-        f"{'worker: dedupe + rules + effects':<40}{expected:>9,}{throughput.seconds:>9.2f}{throughput.rate:>10,.0f}"
+        f"{'worker: dedupe + rules + effects':<42}{expected:>9,}{throughput.seconds:>9.2f}{throughput.rate:>10,.0f}"
         f"{'':>24}{steal_1:>7}"
     )
-    for label, values, steal in (
-        (f"HTTP request to effect written, {rate:,.0f}/s", written, steal_2),
-        ("  to effect read by a subscriber", latencies, ""),
-    ):
-        print(
-            f"{label:<40}{len(values):>9,}{seconds:>9.0f}{steady.rate:>10,.0f}"
-            f"{percentile_ms(values, 0.5):>8.1f}{percentile_ms(values, 0.99):>8.1f}{max(values) * 1000:>8.1f}"
-            f"{steal:>7}"
-        )
-    response_s = steady.response_s
-    print(
-        f"{'  of which the POST (answered/s)':<40}{len(response_s):>9,}{'':>9}{steady.answered_rate:>10,.0f}"
-        f"{percentile_ms(response_s, 0.5):>8.1f}{percentile_ms(response_s, 0.99):>8.1f}{max(response_s) * 1000:>8.1f}"
-    )
+    for phase in measured:
+        steady = phase.steady
+        rows: list[tuple[str, list[float], float | str, str]] = [
+            (f"HTTP request to effect written, {phase.load.rate:,.0f}/s", phase.written, steady.rate, phase.steal),
+            ("  to effect read by a subscriber", phase.read, steady.rate, ""),
+            ("  of which to event written (producer)", phase.event_written, steady.rate, ""),
+            ("  event written to effect written", phase.worker, steady.rate, ""),
+            ("  the request's answer (answered/s)", steady.response_s, steady.answered_rate, ""),
+        ]
+        for label, values, rate, steal in rows:
+            print(
+                f"{label:<42}{len(values):>9,}{seconds:>9.0f}{rate:>10,.0f}"
+                f"{percentile_ms(values, 0.5):>8.1f}{percentile_ms(values, 0.99):>8.1f}"
+                f"{max(values, default=0) * 1000:>8.1f}{steal:>7}{phase.pressure if steal else '':>10}"
+            )
     print("steal: the share of the machine's CPU time its host took during the phase (/proc/stat; - if unknown)")
+    print("cpu wait: the share of the phase some runnable task waited for a CPU (/proc/pressure/cpu; - if unknown)")
+    for phase in measured:
+        print(
+            f"{phase.load.rate:,.0f}/s: {phase.load.describe()}, one load generator process; "
+            f"the worker used {phase.worker_cpu} of a core, and its main thread waited for one "
+            f"{phase.worker_waited} of the phase"
+        )
     return 0
+
+
+async def _steady_phase(
+    http: Http,
+    load: Load,
+    seconds: float,
+    effects: EffectsReader,
+    written_events: EffectsReader,
+    worker: Child,
+    pid: int,
+) -> Measured:
+    """Warm up (the connections, the producer's metadata, the worker's fetch loop, RocksDB settling after
+    the last phase: 5 s of the same load, not measured), then `seconds` of `load`, measured."""
+    print(f"  steady {load.rate:,.0f}/s for {seconds:.0f} s: {load.describe()}", flush=True)
+    warm = await drive_steady(http, load, WARM_UP_S, "warm" + uuid.uuid4().hex[:6])
+    await effects.wait_for(
+        lambda: sum(1 for e in warm.sent if e in effects.seen), len(warm.sent), worker, 30, "warm-up"
+    )
+    # A runnable process that waits for a CPU shows as latency: the machine's 2 cores are shared.
+    main_thread = Path(f"/proc/{pid}/task/{pid}/schedstat")
+    cpu_steady, pressure_before, queued_before = CpuTimes.now(), cpu_pressure_s(), run_queue_s(main_thread)
+    used_before = cpu_seconds(Path(f"/proc/{pid}/stat"))
+    started_at = time.perf_counter()
+    steady = await drive_steady(http, load, seconds, "lat" + uuid.uuid4().hex[:6])
+    elapsed = time.perf_counter() - started_at
+    steal = steal_percent(cpu_steady, CpuTimes.now())
+    pressure = share(pressure_before, cpu_pressure_s(), elapsed)
+    queued = share(queued_before, run_queue_s(main_thread), elapsed)
+    used = share(used_before, cpu_seconds(Path(f"/proc/{pid}/stat")), elapsed)
+    if steady.failures:
+        raise RuntimeError(f"{len(steady.failures)} requests failed, e.g. {steady.failures[0]}")
+    await effects.wait_for(
+        lambda: sum(1 for e in steady.sent if e in effects.seen), len(steady.sent), worker, 30, "effects"
+    )
+    await until(lambda: sum(1 for e in steady.sent if e in written_events.written), len(steady.sent), 30, "events")
+    sent = steady.sent
+    return Measured(
+        load,
+        steady,
+        steal,
+        pressure,
+        queued,
+        used,
+        written=[effects.written[e] - (start + steady.clock) for e, start in sent.items()],
+        read=[effects.seen[e] - start for e, start in sent.items()],
+        event_written=[written_events.written[e] - (start + steady.clock) for e, start in sent.items()],
+        worker=[effects.written[e] - written_events.written[e] for e in sent],
+    )

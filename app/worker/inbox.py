@@ -13,12 +13,14 @@ class Inbox:
 
     faust hands each record to its conductor, which makes an event of it and puts it on the
     agent's channel queue, with flow-control and pressure checks per record: a tenth of the
-    worker's time. An Intake (app/worker/intake.py) takes the records as fetched instead.
+    worker's time. An Intake (app/worker/intake.py) takes the records as fetched instead, a
+    partition's run of a fetch at a time: the records are kept in those runs, not one by one.
     The fetch loop waits while the inbox holds `capacity` records, until half are taken.
     """
 
     def __init__(self, capacity: int) -> None:
-        self._records: deque[Message] = deque()
+        self._runs: deque[list[Message]] = deque()  # each of one partition, in offset order
+        self._count = 0
         self._last: dict[TP, tuple[int | None, int]] = {}  # (generation, offset) of the last record put, per partition
         self._capacity = capacity
         self._arrived = asyncio.Event()
@@ -28,12 +30,18 @@ class Inbox:
 
     def put(self, message: Message) -> bool:
         """Keep the record; False if the inbox is full now, and the fetch loop should wait for `room`."""
-        if self._closed:
+        return self.put_many(message.tp, [message])
+
+    def put_many(self, tp: TP, messages: list[Message]) -> bool:
+        """Keep these records of `tp`, in offset order; False if the inbox is full now (as `put`)."""
+        if self._closed or not messages:
             return True  # its reader is gone; its successor starts from the committed offsets
-        self._records.append(message)
-        self._last[message.tp] = (message.generation_id, message.offset)
+        self._runs.append(messages)
+        self._count += len(messages)
+        last = messages[-1]
+        self._last[tp] = (last.generation_id, last.offset)
         self._arrived.set()
-        if len(self._records) >= self._capacity:
+        if self._count >= self._capacity:
             self._room.clear()
             return False
         return True
@@ -52,20 +60,38 @@ class Inbox:
 
     async def take(self, most: int) -> list[Message]:
         """At least one record, at most `most`, in the order fetched; waits for the first."""
-        while not self._records:
-            self._arrived.clear()
-            await self._arrived.wait()
-        return self.take_nowait(most)
+        return [message for run in await self.take_runs(most) for message in run]
 
     def take_nowait(self, most: int) -> list[Message]:
-        records = self._records
-        taken = [records.popleft() for _ in range(min(most, len(records)))]
-        if len(records) <= self._capacity // 2:
+        return [message for run in self.take_runs_nowait(most) for message in run]
+
+    async def take_runs(self, most: int) -> list[list[Message]]:
+        """As `take`, in runs of one partition each (the order fetched, each run in offset order)."""
+        while not self._count:
+            self._arrived.clear()
+            await self._arrived.wait()
+        return self.take_runs_nowait(most)
+
+    def take_runs_nowait(self, most: int) -> list[list[Message]]:
+        runs = self._runs
+        taken: list[list[Message]] = []
+        wanted = most
+        while runs and wanted > 0:
+            run = runs[0]
+            if len(run) <= wanted:
+                taken.append(runs.popleft())
+            else:
+                taken.append(run[:wanted])
+                runs[0] = run[wanted:]
+            wanted -= len(taken[-1])
+        self._count -= most - wanted
+        if self._count <= self._capacity // 2:
             self._room.set()
         return taken
 
     def close(self) -> None:
         """Its reader stops: the fetch loop must not wait for it to make room."""
         self._closed = True
-        self._records.clear()
+        self._runs.clear()
+        self._count = 0
         self._room.set()

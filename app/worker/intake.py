@@ -127,27 +127,30 @@ class Intake:
         records themselves come by the Intake's inbox, not by the stream (app/worker/faust_compat.py).
         """
         aiter(stream.channel)  # the subscription (faust adds a topic to its conductor so)
-        async for records in self._take():
+        async for runs in self._take():
             async with self._lock:
                 self._holder = asyncio.current_task()
-                admitted = await self._admit(records)
+                admitted, partitions = await self._admit_runs(runs)
                 if not admitted:
                     continue
                 yield admitted
-                self._uncommitted.update(message.tp for message in admitted)
+                self._uncommitted.update(partitions)
                 if time.monotonic() - self._committed_at >= self._config.commit_interval_s:
                     await self._commit()
 
-    async def _take(self) -> AsyncGenerator[list[Message], None]:
+    async def _take(self) -> AsyncGenerator[list[list[Message]], None]:
         # As many as are there: a batch is whatever came while the last one was applied (more
-        # under load, one at a time when quiet), topped up for `worker_batch_wait_s`.
+        # under load, one at a time when quiet), topped up for `worker_batch_wait_s`. In the
+        # inbox's runs, each of one partition, so that admission goes a run at a time.
         inbox, most, wait = self._inbox, self._config.batch_size, self._config.batch_wait_s
         while True:
-            records = await inbox.take(most)
-            if wait > 0 and len(records) < most:
-                await asyncio.sleep(wait)
-                records += inbox.take_nowait(most - len(records))
-            yield records
+            runs = await inbox.take_runs(most)
+            if wait > 0:
+                taken = sum(len(run) for run in runs)
+                if taken < most:
+                    await asyncio.sleep(wait)
+                    runs += inbox.take_runs_nowait(most - taken)
+            yield runs
 
     async def events(self, stream: faust.StreamT[bytes]) -> AsyncGenerator[EventT[bytes], None]:
         """The same records one at a time, for agents that write faust tables: each is faust's
@@ -168,16 +171,42 @@ class Intake:
             await self._commit_finished()
 
     async def _admit(self, messages: list[Message]) -> list[Message]:
-        app, progress = self._app, self._progress
-        assigned = app.consumer.assignment()
-        # Others were buffered before a rebalance: the partition's owner now applies them.
-        current = [m for m in messages if m.generation_id == app.consumer_generation_id and m.tp in assigned]
-        if current and app.consumer_generation_id != self._generation:
-            self._enter(app.consumer_generation_id)
-        await self._start({message.tp for message in current})
-        admitted = [message for message in current if progress.admit(message.tp, message.offset) is Admission.NEXT]
-        await self._seek_back()
+        """The records to apply of `messages`, in the order fetched."""
+        runs: list[list[Message]] = []
+        for message in messages:
+            if runs and runs[-1][-1].tp == message.tp:
+                runs[-1].append(message)
+            else:
+                runs.append([message])
+        admitted, _ = await self._admit_runs(runs)
         return admitted
+
+    async def _admit_runs(self, runs: list[list[Message]]) -> tuple[list[Message], set[TP]]:
+        """The records to apply, in the order fetched, and their partitions; `runs` as the inbox
+        keeps them, each of one partition in offset order."""
+        app, progress = self._app, self._progress
+        generation = app.consumer_generation_id
+        assigned = app.consumer.assignment()
+        # Others were buffered before a rebalance: the partition's owner now applies them. A run
+        # is one partition's records of one fetch, all of one generation.
+        current = [run for run in runs if run[0].generation_id == generation and run[0].tp in assigned]
+        if current and generation != self._generation:
+            self._enter(generation)
+        await self._start({run[0].tp for run in current})
+        admitted: list[Message] = []
+        applied: set[TP] = set()
+        for run in current:
+            tp, first = run[0].tp, run[0].offset
+            # Offsets only go up within a run: first + len - 1 at its end means it holds every one.
+            if run[-1].offset - first == len(run) - 1 and progress.admit_run(tp, first, len(run)):
+                next_ones = run
+            else:
+                next_ones = [message for message in run if progress.admit(tp, message.offset) is Admission.NEXT]
+            if next_ones:
+                admitted += next_ones
+                applied.add(tp)
+        await self._seek_back()
+        return admitted, applied
 
     def _enter(self, generation: int) -> None:
         # A new consumer generation: positions are read again from the committed offsets.

@@ -54,6 +54,17 @@ class Progress:
             self._beyond.pop(partition, None)  # the hole is filled
         return Admission.NEXT
 
+    def admit_run(self, partition: Partition, first: int, count: int) -> bool:
+        """Admit the `count` records from offset `first` on, which hold every offset in between,
+        if they are all NEXT (the run starts at the position); else admit nothing and say False,
+        and each record is admitted on its own. What `admit` of each would do, at once."""
+        if self._next[partition] != first:
+            return False
+        self._next[partition] = after = first + count
+        if self._beyond.get(partition, -1) < after:
+            self._beyond.pop(partition, None)  # the hole is filled
+        return True
+
     def seeks_due(self, now: float) -> list[tuple[Partition, int]]:
         """The partitions to seek back now, with the offset: each hole once, then every
         `seek_every_s` while it stays open.

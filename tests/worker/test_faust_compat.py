@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import faust
+from aiokafka.structs import ConsumerRecord
 from faust.types import TP, Message
 
 from app.worker import faust_compat
@@ -122,6 +123,87 @@ async def test_records_of_a_routed_topic_go_to_its_inbox_and_the_others_to_faust
     assert to_faust == [("other", 0)]
     route(app, ["routed"], None)
     assert consumer.inboxes == {}
+
+
+def consumer_record(topic: str, partition: int, offset: int) -> ConsumerRecord[bytes, bytes]:
+    return ConsumerRecord(topic, partition, offset, 1_700_000_000_250, 0, b"k", b"v", None, 1, 1, [])
+
+
+async def test_a_fetch_goes_partition_by_partition_with_one_highwater_read_each(tmp_path: Path) -> None:
+    # faust reads the highwater and builds a full consumer message for every record.
+    app = build_app(offline(tmp_path))
+    consumer = cast(Any, app.consumer)
+    route(app, ["routed"], Inbox(capacity=100))
+    fetched = {
+        TP("routed", 0): [consumer_record("routed", 0, offset) for offset in (4, 5, 6)],
+        TP("routed", 1): [consumer_record("routed", 1, 9)],
+        TP("other", 0): [consumer_record("other", 0, 2)],
+    }
+
+    async def wait_next_records(timeout: float) -> tuple[dict[TP, list[Any]], None]:
+        return fetched, None
+
+    highwaters: list[TP] = []
+
+    def highwater(tp: TP) -> int:
+        highwaters.append(tp)
+        return 10
+
+    consumer._wait_next_records, consumer.highwater = wait_next_records, highwater
+    records = [record async for record in consumer.getmany(timeout=1.0)]
+    assert [(tp, record.offset) for tp, record in records] == [
+        (TP("routed", 0), 4),
+        (TP("routed", 0), 5),
+        (TP("routed", 0), 6),
+        (TP("routed", 1), 9),
+        (TP("other", 0), 2),
+    ]
+    assert highwaters == [TP("routed", 0), TP("routed", 1), TP("other", 0)]
+    routed, other = records[0][1], records[-1][1]
+    assert isinstance(routed, faust_compat.Record) and not isinstance(other, faust_compat.Record)
+    assert (routed.tp, routed.key, routed.value, routed.timestamp) == (TP("routed", 0), b"k", b"v", 1_700_000_000.25)
+    assert routed.generation_id == app.consumer_generation_id
+    # The Intake commits what it applied: faust's ack of an event made of one changes nothing.
+    assert not app.create_event(routed.key, routed.value, routed.headers, routed).ack()
+
+
+async def test_a_partitions_run_below_the_last_handed_on_is_dropped_and_the_rest_put_at_once(tmp_path: Path) -> None:
+    app = build_app(offline(tmp_path))
+    consumer = cast(Any, app.consumer)
+    fetcher = Fetcher()
+    inbox = Inbox(capacity=100)
+    route(app, ["routed"], inbox)
+    fetched = [[message("routed", offset) for offset in (5, 6)], [message("routed", offset) for offset in (4, 6, 7)]]
+
+    async def getmany(timeout: float) -> AsyncIterator[Any]:
+        if not fetched:
+            fetcher._stopped.set()
+            return
+        for record in fetched.pop(0):
+            yield record.tp, record
+
+    puts: list[list[int]] = []
+    put_many = inbox.put_many
+
+    def counted(tp: TP, messages: list[Message]) -> bool:
+        puts.append([record.offset for record in messages])
+        return put_many(tp, messages)
+
+    inbox.put_many = counted  # type: ignore[method-assign]
+    consumer.getmany = getmany
+    await asyncio.wait_for(consumer._drain_messages(fetcher), timeout=5)
+    assert puts == [[5, 6], [6, 7]]  # as faust: below the last offset handed on (6) is dropped
+    assert [record.offset for record in inbox.take_nowait(10)] == [5, 6, 6, 7]
+    assert inbox.last_put(TP("routed", 0), 0) == 7
+
+
+def test_records_are_taken_in_the_runs_they_were_put_in_and_a_run_is_split_at_the_most() -> None:
+    inbox = Inbox(capacity=100)
+    inbox.put_many(TP("t", 0), [message("t", offset) for offset in range(3)])
+    inbox.put_many(TP("t", 1), [Message("t", 1, 8, 0.0, 0, [], b"k", b"v", None, generation_id=0)])
+    assert [[record.offset for record in run] for run in inbox.take_runs_nowait(2)] == [[0, 1]]
+    assert [[record.offset for record in run] for run in inbox.take_runs_nowait(5)] == [[2], [8]]
+    assert inbox.take_runs_nowait(5) == []
 
 
 async def test_a_full_inbox_holds_the_fetch_loop_until_half_is_taken() -> None:

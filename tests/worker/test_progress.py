@@ -107,3 +107,25 @@ def test_offsets_without_records_are_skipped_and_what_follows_is_applied() -> No
     assert progress.admit(P, 4) is Admission.NEXT  # refetched after the seek to 4
     progress.skip(P, 2)  # never backwards
     assert progress.position(P) == 5
+
+
+def test_a_run_that_starts_at_the_position_is_admitted_at_once() -> None:
+    progress = Progress()
+    progress.start(P, 10)
+    assert progress.admit_run(P, 10, 3)
+    assert progress.position(P) == 13
+    # One that does not start there (a hole before it, or records seen before) is admitted
+    # one by one instead: nothing moves.
+    assert not progress.admit_run(P, 20, 2)
+    assert not progress.admit_run(P, 11, 5)
+    assert progress.position(P) == 13
+
+
+def test_a_run_that_fills_a_hole_closes_it() -> None:
+    progress = Progress()
+    progress.start(P, 79)
+    assert progress.admit(P, 83) is Admission.GAP
+    assert progress.admit_run(P, 79, 3)
+    assert progress.seeks_due(0.0) == [(P, 82)]  # 82 is still missing: seek back there
+    assert progress.admit_run(P, 82, 2)
+    assert progress.seeks_due(10.0) == []  # past the furthest record seen: no hole left
