@@ -157,8 +157,8 @@ impl UserState {
         })
     }
 
-    fn write(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(b"{\"points\":");
+    /// From the points' value to the tokens', in the order the state and an effect's totals share.
+    fn write_collections(&self, out: &mut Vec<u8>) {
         write_counts(out, self.points.iter());
         out.extend_from_slice(b",\"counters\":");
         write_counts(out, self.counters.iter());
@@ -168,6 +168,11 @@ impl UserState {
         write_strs(out, &self.badges_ready);
         out.extend_from_slice(b",\"tokens\":");
         write_counts(out, self.tokens.iter());
+    }
+
+    fn write(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"points\":");
+        self.write_collections(out);
         out.extend_from_slice(b",\"streaks\":{");
         for (i, (name, s)) in self.streaks.iter().enumerate() {
             if i > 0 {
@@ -372,15 +377,7 @@ fn write_fresh(out: &mut Vec<u8>, head: &Head, changes: &Changes, totals: &UserS
     out.extend_from_slice(b"]},\"totals\":{\"coins\":");
     write_int(out, totals.points.get("coins").copied().unwrap_or(0));
     out.extend_from_slice(b",\"points\":");
-    write_counts(out, totals.points.iter());
-    out.extend_from_slice(b",\"counters\":");
-    write_counts(out, totals.counters.iter());
-    out.extend_from_slice(b",\"badges\":");
-    write_strs(out, &totals.badges);
-    out.extend_from_slice(b",\"badges_ready\":");
-    write_strs(out, &totals.badges_ready);
-    out.extend_from_slice(b",\"tokens\":");
-    write_counts(out, totals.tokens.iter());
+    totals.write_collections(out);
     out.extend_from_slice(b",\"streaks\":{");
     for (i, (name, s)) in totals.streaks.iter().enumerate() {
         write_key(out, i == 0, name);
