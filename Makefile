@@ -75,7 +75,7 @@ lint: $(INSTALLED)
 # cargo in ~/.cargo/bin, which a fresh shell's PATH may not hold yet.
 NATIVE := app/native/_core.so
 CARGO ?= $(shell command -v cargo || { test -x $(HOME)/.cargo/bin/cargo && echo $(HOME)/.cargo/bin/cargo; })
-run test unit integration bench-pipeline bench-analytics bench-compare bench-delivery bench-tenants: $(NATIVE)
+run test unit integration bench-ingest bench-pipeline bench-analytics bench-compare bench-delivery bench-tenants: $(NATIVE)
 $(NATIVE): app/native/Cargo.toml app/native/Cargo.lock $(wildcard app/native/src/*.rs)
 	@test -n "$(CARGO)" || { echo "install Rust with https://rustup.rs (cargo) to build the compiled core"; exit 1; }
 	PYO3_PYTHON=$(PYTHON) CARGO_TARGET_DIR=var/native-target $(CARGO) build --quiet --release --locked --manifest-path app/native/Cargo.toml

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -17,12 +18,19 @@ MAX_DEPTH = 64
 SMALLEST, LARGEST = -(2**63), 2**64 - 1
 
 
-def loads(raw: bytes | str, field: str = "body") -> Any:
-    """The JSON value of `raw`, refused with the field named if it is not JSON, too deep or inexact."""
+def loads(raw: bytes | str, field: str = "body", shape: Callable[[Any, int], int] | None = None) -> Any:
+    """The JSON value of `raw`, refused with the field named if it is not JSON, too deep or inexact.
+
+    `shape` (the compiled core's `json_shape`) may stand in for the walk: when it answers 0, the value
+    is within MAX_DEPTH and holds no suspect float; any other answer walks the value here again, to
+    refuse it with the field named.
+    """
     try:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise MalformedBody(f"{field} is not valid JSON: {exc}", field=field) from None
+    if shape is not None and shape(value, MAX_DEPTH) == 0:
+        return value
     if _needs_exact_integers(value, field):
         _refuse_inexact_integers(json.loads(raw), field)
     return value

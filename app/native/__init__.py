@@ -5,6 +5,9 @@ same bytes (tests/native checks them against the Python engine); the Python engi
 and the worker falls back to it when the extension is not built or a topic's rules use what it does not
 compile (`compile_rulebook` returns None).
 
+For the producer it also writes a due event's Avro record (`encode_event`) and checks a parsed JSON
+body's depth and numbers (`json_shape`), each the same as its Python reference (tests/native/test_ingest.py).
+
 The worker's loop over one partition's messages::
 
     program = native.compile_rulebook(catalog, schemas)   # once, and again when the rules reload
@@ -101,6 +104,36 @@ class Batch(Protocol):
 
     @property
     def users(self) -> list[tuple[bytes, bytes]]: ...
+
+
+class EncodeEvent(Protocol):
+    """`_core.encode_event`: the Event record's Avro bytes behind `prefix`, send_at and wait group null."""
+
+    def __call__(
+        self,
+        prefix: bytes,
+        id: str,
+        tenant: str,
+        topic: str,
+        kind: str,
+        user_id: str,
+        occurred_at: int,
+        received_at: int,
+        sent_at: int | None,
+        audience: str | None,
+        data: bytes,
+        metadata: bytes,
+        dialect: str,
+        /,
+    ) -> bytes: ...
+
+
+# The producer's per-event work (src/ingest.rs), None when the extension is not built:
+# app/producer/ingest_records.py and app/core/json_text.py keep the Python paths as the reference.
+encode_event: EncodeEvent | None = None if _core is None else _core.encode_event
+# A parsed JSON body's shape within `max_depth` levels: 0 fine, 1 a float that may have been an
+# integer out of range, 2 too deep (json_text then walks it again to name the field).
+json_shape: Callable[[Any, int], int] | None = None if _core is None else _core.json_shape
 
 
 class Unsupported(Exception):

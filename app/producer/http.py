@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import orjson
 from aiohttp import web
 
+from app import native
 from app.avro.schemas import SchemaSet
 from app.catalog import Catalog
 from app.core import json_text, tokens
@@ -264,7 +265,7 @@ def parse_json(request: web.Request, raw: bytes) -> object:
         )
     if not raw:
         raise MalformedBody("body is empty; expected a JSON object", field="body")
-    return json_text.loads(raw)
+    return json_text.loads(raw, shape=native.json_shape)
 
 
 async def read_json(request: web.Request) -> object:

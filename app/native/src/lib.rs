@@ -4,6 +4,7 @@
 //! app/avro/schemas.py, writing the same bytes; app/native/__init__.py is its Python face.
 
 mod avro;
+mod ingest;
 mod json;
 mod rules;
 mod state;
@@ -419,5 +420,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Program>()?;
     m.add_class::<Users>()?;
     m.add_class::<Batch>()?;
+    m.add_function(wrap_pyfunction!(ingest::encode_event, m)?)?;
+    m.add_function(wrap_pyfunction!(ingest::json_shape, m)?)?;
     Ok(())
 }
