@@ -141,7 +141,6 @@ def register(
         partition, generation = messages[0].partition, messages[0].generation_id
         db = faust_compat.partition_db(table, partition)
         now = utcnow()
-        written: Iterable[tuple[bytes, bytes]]
         program = rulebook.program
         nonlocal recent, compiled_users, last_program
         if (program is None) != (last_program is None):
@@ -150,23 +149,21 @@ def register(
             recent = RecentUsers(settings.worker.cached_users)
             compiled_users = native.new_users(settings.worker.cached_users) if native.AVAILABLE else None
         last_program = program
-        if program is not None and compiled_users is not None:
-            compiled = native.new_batch(
-                program, db.get, now=now, dedupe_window_s=window_s, known=compiled_users.of(generation)
-            )
-            for message in messages:
-                apply_compiled(compiled, message, outbox, tally, spans)
-            written = chain(compiled.entries, compiled.users)
-        else:
+        if program is None:
             batch = ledger.Batch(db.get, now=now, dedupe_window_s=window_s, known=recent.of(generation))
             for message in messages:
                 apply_one(batch, message, outbox, tally, spans)
-            written = chain(batch.entries, batch.users)
-        write(partition, db, now, written, outbox, len(messages))
-        if program is not None and compiled_users is not None:
-            compiled_users.keep(compiled)
-        else:
+            write(partition, db, now, chain(batch.entries, batch.users), outbox, len(messages))
             recent.keep(batch.user_records)
+            return
+        assert compiled_users is not None  # rules are compiled only where the extension is built
+        compiled = native.new_batch(
+            program, db.get, now=now, dedupe_window_s=window_s, known=compiled_users.of(generation)
+        )
+        for message in messages:
+            apply_compiled(compiled, message, outbox, tally, spans)
+        write(partition, db, now, chain(compiled.entries, compiled.users), outbox, len(messages))
+        compiled_users.keep(compiled)
 
     def apply_compiled(
         batch: native.Batch, message: Message, outbox: Outbox, tally: Tally | None, spans: list[Span]
