@@ -128,22 +128,9 @@ def well_formed(raw: Any, sent_at: datetime, request: Request) -> Envelope | Non
     metadata: dict[str, Any] = {"context": context, "originalTimestamp": stamp}
     if integrations is not None:
         metadata["integrations"] = integrations
-    event_type = name if call == "track" else call
     owner = user_id if user_id is not None else anonymous_id
-    assert event_type is not None and owner is not None  # a track call has its name; a call, its user: checked above
-    return new_envelope(
-        message_id,
-        request.tenant,
-        request.topic,
-        event_type,
-        owner,
-        occurred_at,
-        request.received_at,
-        NAME,
-        data,
-        metadata,
-        sent_at,
-    )
+    assert owner is not None  # a call has its user or anonymous id: checked above
+    return _envelope(request, message_id, call, owner, occurred_at, data, metadata, sent_at)
 
 
 def _is_id(value: Any) -> bool:
@@ -230,6 +217,20 @@ def mapped(body: dict[str, Any], call: str, sent_at: datetime | None, request: R
     if body.get("integrations") is not None:
         metadata["integrations"] = require_object(body["integrations"], "integrations")
 
+    return _envelope(request, message_id, call, owner, occurred_at, data, metadata, sent_at)
+
+
+def _envelope(
+    request: Request,
+    message_id: str,
+    call: str,
+    owner: str,
+    occurred_at: datetime,
+    data: dict[str, Any],
+    metadata: dict[str, Any],
+    sent_at: datetime | None,
+) -> Envelope:
+    """A call's envelope: a track call's type is its event's name (in `data`), any other call's its own."""
     return new_envelope(
         message_id,
         request.tenant,
