@@ -28,12 +28,9 @@ class Inbox:
         self._room.set()
         self._closed = False
 
-    def put(self, message: Message) -> bool:
-        """Keep the record; False if the inbox is full now, and the fetch loop should wait for `room`."""
-        return self.put_many(message.tp, [message])
-
     def put_many(self, tp: TP, messages: list[Message]) -> bool:
-        """Keep these records of `tp`, in offset order; False if the inbox is full now (as `put`)."""
+        """Keep these records of `tp`, in offset order; False if the inbox is full now, and the fetch
+        loop should wait for `room`."""
         if self._closed or not messages:
             return True  # its reader is gone; its successor starts from the committed offsets
         self._runs.append(messages)
@@ -58,15 +55,9 @@ class Inbox:
     async def room(self) -> None:
         await self._room.wait()
 
-    async def take(self, most: int) -> list[Message]:
-        """At least one record, at most `most`, in the order fetched; waits for the first."""
-        return [message for run in await self.take_runs(most) for message in run]
-
-    def take_nowait(self, most: int) -> list[Message]:
-        return [message for run in self.take_runs_nowait(most) for message in run]
-
     async def take_runs(self, most: int) -> list[list[Message]]:
-        """As `take`, in runs of one partition each (the order fetched, each run in offset order)."""
+        """At least one record, at most `most`, in the order fetched, in runs of one partition each
+        (each in offset order); waits for the first."""
         while not self._count:
             self._arrived.clear()
             await self._arrived.wait()

@@ -170,17 +170,6 @@ class Intake:
         async with self._lock:
             await self._commit_finished()
 
-    async def _admit(self, messages: list[Message]) -> list[Message]:
-        """The records to apply of `messages`, in the order fetched."""
-        runs: list[list[Message]] = []
-        for message in messages:
-            if runs and runs[-1][-1].tp == message.tp:
-                runs[-1].append(message)
-            else:
-                runs.append([message])
-        admitted, _ = await self._admit_runs(runs)
-        return admitted
-
     async def _admit_runs(self, runs: list[list[Message]]) -> tuple[list[Message], set[TP]]:
         """The records to apply, in the order fetched, and their partitions; `runs` as the inbox
         keeps them, each of one partition in offset order."""

@@ -17,6 +17,7 @@ from app.worker.faust_compat import route
 from app.worker.inbox import Inbox
 from app.worker.main import build_app
 from tests.support.deployments import offline
+from tests.worker.inboxes import put, taken
 
 
 async def test_the_consumer_waits_as_long_as_the_setting_says(tmp_path: Path) -> None:
@@ -119,7 +120,10 @@ async def test_records_of_a_routed_topic_go_to_its_inbox_and_the_others_to_faust
 
     consumer.getmany, consumer.callback = getmany, callback
     await asyncio.wait_for(consumer._drain_messages(fetcher), timeout=5)
-    assert [(record.topic, record.offset) for record in inbox.take_nowait(10)] == [("routed", 0), ("routed", 1)]
+    assert [(record.topic, record.offset) for record in taken(inbox.take_runs_nowait(10))] == [
+        ("routed", 0),
+        ("routed", 1),
+    ]
     assert to_faust == [("other", 0)]
     route(app, ["routed"], None)
     assert consumer.inboxes == {}
@@ -193,7 +197,7 @@ async def test_a_partitions_run_below_the_last_handed_on_is_dropped_and_the_rest
     consumer.getmany = getmany
     await asyncio.wait_for(consumer._drain_messages(fetcher), timeout=5)
     assert puts == [[5, 6], [6, 7]]  # as faust: below the last offset handed on (6) is dropped
-    assert [record.offset for record in inbox.take_nowait(10)] == [5, 6, 6, 7]
+    assert [record.offset for record in taken(inbox.take_runs_nowait(10))] == [5, 6, 6, 7]
     assert inbox.last_put(TP("routed", 0), 0) == 7
 
 
@@ -208,29 +212,29 @@ def test_records_are_taken_in_the_runs_they_were_put_in_and_a_run_is_split_at_th
 
 async def test_a_full_inbox_holds_the_fetch_loop_until_half_is_taken() -> None:
     inbox = Inbox(capacity=4)
-    assert all([inbox.put(message("t", offset)) for offset in range(3)])
-    assert not inbox.put(message("t", 3))  # full: the fetch loop waits for room
+    assert all([put(inbox, message("t", offset)) for offset in range(3)])
+    assert not put(inbox, message("t", 3))  # full: the fetch loop waits for room
     waiting = asyncio.create_task(inbox.room())
     await asyncio.sleep(0)
-    assert [record.offset for record in inbox.take_nowait(1)] == [0]
+    assert [record.offset for record in taken(inbox.take_runs_nowait(1))] == [0]
     await asyncio.sleep(0)
     assert not waiting.done()  # three left: more than half
-    assert [record.offset for record in inbox.take_nowait(1)] == [1]
+    assert [record.offset for record in taken(inbox.take_runs_nowait(1))] == [1]
     await asyncio.wait_for(waiting, timeout=1)
 
 
 async def test_taking_waits_for_the_first_record_and_a_closed_inbox_never_holds_the_loop() -> None:
     inbox = Inbox(capacity=2)
-    taking = asyncio.create_task(inbox.take(10))
+    taking = asyncio.create_task(inbox.take_runs(10))
     await asyncio.sleep(0)
     assert not taking.done()
-    inbox.put(message("t", 7))
-    assert [record.offset for record in await asyncio.wait_for(taking, timeout=1)] == [7]
-    inbox.put(message("t", 8))
-    assert not inbox.put(message("t", 9))
+    put(inbox, message("t", 7))
+    assert [record.offset for record in taken(await asyncio.wait_for(taking, timeout=1))] == [7]
+    put(inbox, message("t", 8))
+    assert not put(inbox, message("t", 9))
     inbox.close()  # its Intake stopped: whatever is fetched now is refetched by the next one
     await asyncio.wait_for(inbox.room(), timeout=1)
-    assert inbox.put(message("t", 10)) and inbox.take_nowait(10) == []
+    assert put(inbox, message("t", 10)) and taken(inbox.take_runs_nowait(10)) == []
 
 
 async def test_a_seek_is_made_in_the_consumer_thread(tmp_path: Path) -> None:

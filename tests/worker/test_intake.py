@@ -12,6 +12,7 @@ from faust.types import TP, Message
 from app.worker import intake
 from app.worker.main import build_app
 from tests.support.deployments import offline
+from tests.worker.inboxes import put
 
 TOPIC = "events.t"
 TP0 = TP(TOPIC, 0)
@@ -92,7 +93,7 @@ async def test_records_handed_on_past_a_still_position_are_sought(timer: tuple[A
     app, taken = timer
     partition = Partition(app.consumer, end=45)  # the last fetch response's end, before these came
     for offset in range(46, 51):  # 45 never came
-        taken._inbox.put(record(offset))
+        put(taken._inbox, record(offset))
     await taken._seek_stuck()
     await taken._seek_stuck()
     assert partition.sought == [45] and partition.resumed == 1
@@ -126,20 +127,19 @@ async def test_a_batch_starts_its_new_partitions_in_one_ask(timer: tuple[Any, in
     mine = [TP(TOPIC, p) for p in range(3)]
     app.consumer.assignment = lambda: set(mine)
     starts = cast(Starts, taken._committed)
-    batch = [
-        Message(TOPIC, p, offset, 0.0, 0, [], b"k", b"v", None, generation_id=3)
+    runs = [
+        [Message(TOPIC, p, offset, 0.0, 0, [], b"k", b"v", None, generation_id=3) for offset in (45, 46)]
         for p in range(3)
-        for offset in (45, 46)
     ]
-    admitted = await taken._admit(batch)
+    admitted, _ = await taken._admit_runs(runs)
     assert starts.asked == [("earliest", mine), ("committed", mine)]
-    assert admitted == batch
+    assert admitted == [message for run in runs for message in run]
 
 
 async def test_records_of_an_earlier_generation_say_nothing(timer: tuple[Any, intake.Intake]) -> None:
     app, taken = timer
     partition = Partition(app.consumer, end=45)
-    taken._inbox.put(record(50, generation=2))
+    put(taken._inbox, record(50, generation=2))
     for _ in range(3):
         await taken._seek_stuck()
     assert partition.sought == []
@@ -240,7 +240,7 @@ async def test_offsets_the_broker_shows_empty_are_skipped_and_committed(timer: t
     partition = Partition(app.consumer, end=50)
     cast(Any, taken._probe).first = {45: 47}
     for offset in range(47, 50):
-        taken._inbox.put(record(offset))
+        put(taken._inbox, record(offset))
     await taken._seek_stuck()
     await taken._seek_stuck()
     assert partition.sought == [47]  # not to 45, which would be sought for ever
