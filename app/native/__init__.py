@@ -19,12 +19,13 @@ The worker's loop over one partition's messages::
         if stepped is None:
             ...  # not for the compiled core: the Python path decodes it (and dead-letters what is bad)
             continue
-        outcome, effect, reply, key, slug, received_at_ms, fired = stepped
+        outcome, effect, reply, key, slug, received_at_ms = stepped
         if effect is not None:
             outbox.add(topology.effects, partition, key, effect, trace)
         if reply is not None:
             outbox.add(topology.replies, partition, key, reply, trace)
     write(chain(batch.entries, batch.users))  # entries before users, as app/ledger.py says
+    tally.add(*batch.tally())                # the metrics' counts of the whole batch, in one call
     users.keep(batch)                        # once written
 """
 
@@ -70,8 +71,12 @@ _LONG = range(-(1 << 63), 1 << 63)
 _JSON_INT = range(-(1 << 63), 1 << 64)  # what JSON numbers parse to integers (not floats) in both engines
 
 # What one step came to: (outcome, effect's Avro bytes or None, reply's Avro bytes or None, the event's
-# Kafka key, its topic slug, received_at in epoch ms, ids of the rules fired when applied).
-Stepped = tuple[Outcome, bytes | None, bytes | None, bytes, str, int, tuple[str, ...]]
+# Kafka key, its topic slug, received_at in epoch ms).
+Stepped = tuple[Outcome, bytes | None, bytes | None, bytes, str, int]
+# What a batch's steps came to, for the worker's metrics: (events applied, duplicates dropped, times each
+# (topic slug, rule id) fired, received_at in epoch ms of each event whose effect is written: applied or
+# redelivered). Counted in the compiled core as it steps, so an event costs no Python for them.
+Counts = tuple[int, int, dict[tuple[str, str], int], list[int]]
 
 
 class Program(Protocol):
@@ -98,6 +103,9 @@ class Batch(Protocol):
 
     def step(self, value: bytes, source_topic: str, offset: int) -> Stepped | None:
         """Dedupe and apply one event; None when its bytes do not decode or its topic has no compiled rules."""
+
+    def tally(self) -> Counts:
+        """What the steps so far came to (`Counts`)."""
 
     @property
     def entries(self) -> list[tuple[bytes, bytes]]: ...

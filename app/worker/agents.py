@@ -161,25 +161,18 @@ def register(
             program, db.get, now=now, dedupe_window_s=window_s, known=compiled_users.of(generation)
         )
         for message in messages:
-            apply_compiled(compiled, message, outbox, tally, spans)
+            apply_compiled(compiled, message, outbox, spans)
+        if tally is not None:
+            tally.add(*compiled.tally())  # counted by the compiled core as it stepped: no Python an event
         write(partition, db, now, chain(compiled.entries, compiled.users), outbox, len(messages))
         compiled_users.keep(compiled)
 
-    def apply_compiled(
-        batch: native.Batch, message: Message, outbox: Outbox, tally: Tally | None, spans: list[Span]
-    ) -> None:
+    def apply_compiled(batch: native.Batch, message: Message, outbox: Outbox, spans: list[Span]) -> None:
         stepped = batch.step(cast(bytes, message.value), message.topic, message.offset)
         if stepped is None:  # bytes it cannot read, or a topic without rules: the Python path says why
             refuse(message, outbox)
             return
-        outcome, effect, reply, key, slug, received_ms, fired = stepped
-        if tally is not None:
-            if outcome is ledger.Outcome.APPLIED:
-                tally.applied_one(slug, fired, received_ms / 1000)
-            elif outcome is ledger.Outcome.REDELIVERED:
-                tally.redelivered_one(received_ms / 1000)
-            else:
-                tally.duplicates += 1
+        _, effect, reply, key, slug, _ = stepped
         if effect is None and reply is None:
             return
         trace = child_trace(message, tenant_of(key), slug, spans)

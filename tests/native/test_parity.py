@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from app import native
 from app.catalog import TopicSpec
 from app.core.envelope import Envelope
+from app.core.instants import epoch_ms
 from app.rules import parse_rules, rules_version
 from tests.native.support import EVENT, SCHEMAS, Twin
 
@@ -198,3 +199,31 @@ def test_rules_it_does_not_compile_leave_the_topics_to_the_python_engine() -> No
     for raw in (matching, dated):
         assert native.compile_rulebook({"ok": topic("ok", []), "t": topic("t", raw)}, SCHEMAS) is None
     assert native.compile_rulebook({"ok": topic("ok", [])}, SCHEMAS) is not None
+
+
+def test_a_batch_counts_what_the_worker_metrics_count() -> None:
+    raw = [{"id": "all", "then": [{"add_coins": 1}]}, {"id": "quizzes", "when": {"type": "quiz"}, "then": ["stop"]}]
+    program = native.compile_rulebook({"one": topic("one", raw)}, SCHEMAS)
+    assert program is not None
+
+    def event(id: str, kind: str, hours: int) -> bytes:
+        at = START + timedelta(hours=hours)
+        envelope = Envelope(
+            id=id, tenant="t", topic="one", type=kind, user_id="u", occurred_at=at, received_at=at, dialect="pubsub"
+        )
+        return envelope.encode(EVENT)
+
+    table: dict[bytes, bytes] = {}
+    now = START + timedelta(hours=3)
+    first = native.new_batch(program, table.get, now=now, dedupe_window_s=WINDOW_S)
+    assert first.tally() == (0, 0, {}, [])
+    lesson, quiz = event("e1", "lesson", 1), event("e2", "quiz", 2)
+    for value, offset in ((lesson, 0), (quiz, 1), (lesson, 2), (b"not an event", 3)):
+        first.step(value, "events.src", offset)
+    ms = [epoch_ms(START + timedelta(hours=h)) for h in (1, 2)]
+    assert first.tally() == (2, 1, {("one", "all"): 2, ("one", "quizzes"): 1}, ms)
+    table.update(first.entries)
+    table.update(first.users)
+    again = native.new_batch(program, table.get, now=now, dedupe_window_s=WINDOW_S)
+    again.step(quiz, "events.src", 1)  # redelivered: its effect is written again, no rule fires
+    assert again.tally() == (0, 0, {}, ms[1:])

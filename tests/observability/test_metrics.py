@@ -129,6 +129,34 @@ def test_a_batch_is_counted_once_its_writes_are_in() -> None:
     assert value("sluice_worker_rules_fired_total", topic="orders", rule="coins") - fired == 2
 
 
+def test_a_compiled_batch_adds_its_counts_in_one_call() -> None:
+    names = (
+        "sluice_worker_events_applied_total",
+        "sluice_worker_duplicates_dropped_total",
+        "sluice_worker_effects_written_total",
+        "sluice_worker_event_to_effect_seconds_count",
+        "sluice_worker_event_to_effect_seconds_sum",
+    )
+    before = {name: value(name) for name in names}
+    topic = unique("topic")
+    received = datetime(2026, 1, 1, tzinfo=UTC)
+    received_ms = int(received.timestamp() * 1000)
+    tally = Tally()
+    tally.applied_one(topic, ["coins"], received.timestamp())  # the Python engine's partition
+    tally.add(2, 1, {(topic, "coins"): 2, (topic, "badge"): 1}, [received_ms, received_ms + 250, received_ms + 500])
+    tally.add(0, 2, {}, [received_ms + 2000])  # a redelivery received by a clock ahead of ours: 0 s, not -1
+    tally.export(7, 0.01, (received + timedelta(seconds=1)).timestamp())
+    assert {name: value(name) - was for name, was in before.items()} == {
+        "sluice_worker_events_applied_total": 3,
+        "sluice_worker_duplicates_dropped_total": 3,
+        "sluice_worker_effects_written_total": 5,
+        "sluice_worker_event_to_effect_seconds_count": 5,
+        "sluice_worker_event_to_effect_seconds_sum": 1 + 1 + 0.75 + 0.5 + 0,
+    }
+    assert value("sluice_worker_rules_fired_total", topic=topic, rule="coins") == 3
+    assert value("sluice_worker_rules_fired_total", topic=topic, rule="badge") == 1
+
+
 def test_a_batch_histogram_counts_each_value_in_the_first_bucket_that_holds_it() -> None:
     name = f"sluice_test_{unique('h').replace('-', '_')}_seconds"
     histogram = BatchHistogram(name, "a test", (0.1, 1.0))

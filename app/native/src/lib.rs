@@ -16,7 +16,7 @@ use std::sync::Arc;
 use indexmap::IndexMap;
 use pyo3::exceptions::{PyOverflowError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 use serde_json::Value;
 
 use crate::state::{Effect, Entry, Head, UserRecord};
@@ -25,13 +25,15 @@ struct Topic {
     slug: Py<PyString>,
     version: String,
     rules: Vec<rules::Rule>,
-    fired: Vec<Py<PyString>>, // the rules' ids, made once
+    first: usize, // where its rules start in `Program::named`
 }
 
 /// The rules of every topic, compiled; what the event and effect schemas look like on the wire.
 #[pyclass(module = "app.native._core", frozen)]
 struct Program {
     topics: HashMap<String, Topic>,
+    // (topic slug, rule id) of every topic's rules, made once
+    named: Vec<(Py<PyString>, Py<PyString>)>,
     event_prefixes: Vec<(Vec<u8>, usize)>, // prefix, and how many fields its schema version has
     effect_prefix: Vec<u8>,
     outcomes: [Py<PyAny>; 3], // applied, redelivered, duplicate, as the caller names them
@@ -51,6 +53,7 @@ impl Program {
         let raw: serde_json::Map<String, Value> =
             serde_json::from_slice(spec).map_err(|e| PyValueError::new_err(e.to_string()))?;
         let mut topics = HashMap::new();
+        let mut named = Vec::new();
         for (slug, topic) in raw {
             let compiled = rules::compile_rules(topic.get("rules").unwrap_or(&Value::Null))
                 .map_err(|e| PyValueError::new_err(format!("topic {slug}: {e}")))?;
@@ -59,22 +62,26 @@ impl Program {
                 .and_then(Value::as_str)
                 .unwrap_or_default()
                 .to_owned();
-            let fired = compiled
-                .iter()
-                .map(|r| PyString::intern(py, &r.id).unbind())
-                .collect();
+            let interned = PyString::intern(py, &slug).unbind();
+            let first = named.len();
+            named.extend(
+                compiled
+                    .iter()
+                    .map(|r| (interned.clone_ref(py), PyString::intern(py, &r.id).unbind())),
+            );
             topics.insert(
                 slug.clone(),
                 Topic {
-                    slug: PyString::intern(py, &slug).unbind(),
+                    slug: interned,
                     version,
                     rules: compiled,
-                    fired,
+                    first,
                 },
             );
         }
         Ok(Program {
             topics,
+            named,
             event_prefixes,
             effect_prefix,
             outcomes: [outcomes.0, outcomes.1, outcomes.2],
@@ -154,6 +161,13 @@ struct Batch {
     entries: Vec<(Vec<u8>, Vec<u8>)>,
     written: HashMap<Vec<u8>, Arc<Entry>>,
     users: IndexMap<Vec<u8>, Arc<UserRecord>>,
+    // What the worker's metrics count, kept here so that a step costs no Python for them (`tally`).
+    applied: u64,
+    duplicates: u64,
+    // Times each rule fired, as `Program::named` orders the rules.
+    fired: Vec<u64>,
+    // received_at of each event whose effect is written (applied or redelivered).
+    received_ms: Vec<i64>,
 }
 
 fn failed(message: String) -> PyErr {
@@ -171,8 +185,11 @@ type Stepped<'py> = (
     Bound<'py, PyBytes>,
     Bound<'py, PyString>,
     i64,
-    Bound<'py, PyTuple>,
 );
+
+/// (events applied, duplicates dropped, times each (topic slug, rule id) fired, received_at ms of each
+/// event whose effect is written).
+type Counts<'py> = (u64, u64, Bound<'py, PyDict>, Bound<'py, PyList>);
 
 impl Batch {
     fn read(&self, py: Python<'_>, key: &[u8]) -> PyResult<Option<Vec<u8>>> {
@@ -244,6 +261,7 @@ impl Batch {
         dedupe_window_s: i64,
         known: Option<Py<Users>>,
     ) -> Self {
+        let rules = program.get().named.len();
         Batch {
             program,
             read,
@@ -253,11 +271,15 @@ impl Batch {
             entries: Vec::new(),
             written: HashMap::new(),
             users: IndexMap::new(),
+            applied: 0,
+            duplicates: 0,
+            fired: vec![0; rules],
+            received_ms: Vec::new(),
         }
     }
 
     /// One event's Avro value as read from Kafka, from `source_topic` at `offset`: (outcome, effect, reply,
-    /// key, topic slug, received_at ms, rules fired); None when the value is not for this program.
+    /// key, topic slug, received_at ms); None when the value is not for this program. `tally` counts it.
     fn step<'py>(
         &mut self,
         py: Python<'py>,
@@ -290,7 +312,6 @@ impl Batch {
         let kafka_key = PyBytes::new(py, format!("{}:{}", event.tenant, event.user_id).as_bytes());
         let slug = topic.slug.bind(py).clone();
         let outcome = |n: usize| program.outcomes[n].bind(py).clone();
-        let none = PyTuple::empty(py);
         let entry = self.entry(py, &entry_key)?;
         let user = self.user(py, &user_key)?;
         let effect_bytes = |entry: &Entry, replayed: bool| -> PyResult<Bound<'py, PyBytes>> {
@@ -306,6 +327,7 @@ impl Batch {
         if let Some(entry) = entry {
             if (entry.topic.as_str(), entry.offset) != (source_topic, offset) {
                 let reply = effect_bytes(&entry, true)?;
+                self.duplicates += 1;
                 return Ok(Some((
                     outcome(2),
                     None,
@@ -313,7 +335,6 @@ impl Batch {
                     kafka_key,
                     slug,
                     event.received_at,
-                    none,
                 )));
             }
             // Re-assert both writes: either may have been lost with the crash.
@@ -325,6 +346,7 @@ impl Batch {
             };
             self.users.insert(user_key, kept);
             let effect = effect_bytes(&entry, false)?;
+            self.received_ms.push(event.received_at);
             return Ok(Some((
                 outcome(1),
                 Some(effect),
@@ -332,10 +354,10 @@ impl Batch {
                 kafka_key,
                 slug,
                 event.received_at,
-                none,
             )));
         }
         if user.applied(source_topic, offset) && self.now_ms - event.received_at > self.window_ms {
+            self.duplicates += 1;
             return Ok(Some((
                 outcome(2),
                 None,
@@ -343,7 +365,6 @@ impl Batch {
                 kafka_key,
                 slug,
                 event.received_at,
-                none,
             )));
         }
         let fact = rules::Fact {
@@ -352,7 +373,9 @@ impl Batch {
             data: &event.data,
         };
         let work = rules::run(user.state.clone(), &fact, &topic.rules).map_err(failed)?;
-        let fired = PyTuple::new(py, work.fired.iter().map(|i| topic.fired[*i].bind(py)))?;
+        for rule in &work.fired {
+            self.fired[topic.first + rule] += 1;
+        }
         let head = Head {
             event_id: event.id.to_owned(),
             tenant: event.tenant.to_owned(),
@@ -381,6 +404,8 @@ impl Batch {
         let effect = effect_bytes(&entry, false)?;
         self.write_entry(entry_key, Arc::new(entry))?;
         self.users.insert(user_key, after);
+        self.applied += 1;
+        self.received_ms.push(event.received_at);
         Ok(Some((
             outcome(0),
             Some(effect),
@@ -388,8 +413,28 @@ impl Batch {
             kafka_key,
             slug,
             event.received_at,
-            fired,
         )))
+    }
+
+    /// What the steps so far came to, for the worker's metrics: (events applied, duplicates dropped,
+    /// {(topic slug, rule id): times fired}, received_at ms of each event whose effect is written).
+    fn tally<'py>(&self, py: Python<'py>) -> PyResult<Counts<'py>> {
+        let program = self.program.get();
+        let fired = PyDict::new(py);
+        for (index, count) in self.fired.iter().enumerate() {
+            if *count == 0 {
+                continue;
+            }
+            let (slug, rule) = &program.named[index];
+            // Rule ids are unique within a topic (app/rules/parse.py), so each key comes once.
+            fired.set_item((slug.bind(py), rule.bind(py)), count)?;
+        }
+        Ok((
+            self.applied,
+            self.duplicates,
+            fired,
+            PyList::new(py, &self.received_ms)?,
+        ))
     }
 
     /// (key, value) of every entry written, in order: all of them go before any of `users`.
