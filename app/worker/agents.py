@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from contextlib import aclosing
 from datetime import datetime
 from itertools import chain
@@ -124,18 +124,29 @@ def register(
                     if unsent >= SEND_AFTER_EVENTS:
                         await outbox.send()  # acked while the next partition is applied
                         unsent = 0
-                changelog = table.changelog_topic.get_topic_name()
-                # Everything the batch wrote is in Kafka before the Intake commits its offsets.
-                flushed = await outbox.flush()
-                for (topic, partition), offset in flushed.items():
-                    if topic == changelog:
-                        # Where recovery resumes replaying the changelog into RocksDB.
-                        cast(StoreT[bytes, bytes], table.data).set_persisted_offset(TP(topic, partition), offset)
-                if windows is not None:
-                    windows.flushed(flushed)
-                if tally is not None:
-                    tally.export(len(batch), time.perf_counter() - started, time.time())
-                tracing.end(spans)
+                # The next batch is applied while this one's acks are out; the Intake commits this
+                # batch's offsets only once everything it wrote is in Kafka.
+                records.writing(written(await outbox.dispatch(), len(batch), started, tally, spans))
+
+    async def written(
+        acks: Awaitable[dict[tuple[str, int], int]],
+        events: int,
+        started: float,
+        tally: Tally | None,
+        spans: list[Span],
+    ) -> None:
+        """What follows a batch's acks: where recovery resumes, the batch's metrics, its spans' end."""
+        flushed = await acks
+        changelog = table.changelog_topic.get_topic_name()
+        for (topic, partition), offset in flushed.items():
+            if topic == changelog:
+                # Where recovery resumes replaying the changelog into RocksDB.
+                cast(StoreT[bytes, bytes], table.data).set_persisted_offset(TP(topic, partition), offset)
+        if windows is not None:
+            windows.flushed(flushed)
+        if tally is not None:
+            tally.export(events, time.perf_counter() - started, time.time())
+        tracing.end(spans)
 
     def apply_partition(messages: list[Message], outbox: Outbox, tally: Tally | None, spans: list[Span]) -> None:
         partition, generation = messages[0].partition, messages[0].generation_id

@@ -65,6 +65,15 @@ class IntakeConfig:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class _Writing:
+    """A batch whose writes are on their way: done when Kafka has them, then its positions are due."""
+
+    done: asyncio.Future[object]
+    positions: dict[TP, int]  # the next offset of each partition it applied
+    generation: int | None
+
+
 class Intake:
     """Batches of one agent's records, each partition strictly in offset order, and its commits.
 
@@ -85,9 +94,11 @@ class Intake:
         self._config = config
         self._progress = Progress()
         self._generation: int | None = None
-        self._uncommitted: set[TP] = set()
+        self._due: dict[TP, int] = {}  # positions of written batches, to commit
+        self._handed: asyncio.Future[object] | None = None  # the last batch's writes, from `writing`
+        self._writing: _Writing | None = None  # the batch applied before the one in hand
         self._committed_at = 0.0
-        self._lock = asyncio.Lock()  # held from a batch's first read to its commit
+        self._lock = asyncio.Lock()  # held from a batch's first read until it is applied and its writes sent
         self._holder: asyncio.Task[Any] | None = None  # the task in the batch lock, for the stall report
         self._committing: asyncio.Future[Any] | None = None
         self._said_slow = False
@@ -120,8 +131,11 @@ class Intake:
             await self._probe.__aexit__(exc_type, exc, tb)
 
     async def batches(self, stream: faust.StreamT[bytes]) -> AsyncGenerator[list[Message], None]:
-        """Yield each batch's records to apply; the caller writes everything they cause (and waits
-        for Kafka's acks) before it asks for the next batch, which is when offsets are committed.
+        """Yield each batch's records to apply; the caller writes everything they cause before it asks
+        for the next batch, or hands the Intake what its acks complete (`writing`) and goes on.
+
+        A batch's offsets are committed only once its writes are acked. One batch's acks may be
+        out while the next is applied: the batch after that waits for them.
 
         `stream` is the agent's: iterating its channel subscribes the worker to the topics. The
         records themselves come by the Intake's inbox, not by the stream (app/worker/faust_compat.py).
@@ -133,10 +147,36 @@ class Intake:
                 admitted, partitions = await self._admit_runs(runs)
                 if not admitted:
                     continue
+                positions = {tp: self._progress.position(tp) for tp in partitions}
                 yield admitted
-                self._uncommitted.update(partitions)
+                handed, self._handed = self._handed, None
+                await self._settle()  # the batch before this one, whose acks came while this was applied
+                if handed is None:
+                    self._due.update(positions)
+                else:
+                    self._writing = _Writing(handed, positions, self._generation)
                 if time.monotonic() - self._committed_at >= self._config.commit_interval_s:
                     await self._commit()
+
+    def writing(self, written: Awaitable[object]) -> None:
+        """The batch last yielded is written once `written` is done; it raises if a write failed.
+
+        Waiting for a batch's acks before applying the next one was most of a batch's cycle at
+        1,000 events/s (2.4 of 4.4 ms at the median), and every event that came meanwhile waited
+        for it. A failed write raises from the Intake's next step: the agent stops with nothing
+        of that batch or later committed, and its replay is deduped (app/ledger.py).
+        """
+        self._handed = asyncio.ensure_future(written)
+
+    async def _settle(self) -> None:
+        """Wait for the writes of the batch before; its positions are then due to be committed."""
+        writing = self._writing
+        if writing is None:
+            return
+        await asyncio.shield(writing.done)  # a cancelled waiter leaves the writes to finish
+        self._writing = None
+        if writing.generation == self._generation:
+            self._due.update(writing.positions)
 
     async def _take(self) -> AsyncGenerator[list[list[Message]], None]:
         # As many as are there: a batch is whatever came while the last one was applied (more
@@ -168,6 +208,11 @@ class Intake:
         # Partitions are given away only after the batch in flight is written: else the new
         # owner recovers a changelog the old one still writes to, and applies on stale state.
         async with self._lock:
+            try:
+                async with asyncio.timeout(ASK_TIMEOUT_S):
+                    await self._settle()
+            except Exception as exc:  # the agent raises it at its next batch
+                log.warning("the last batch's writes failed or are late (%r): its offsets stay uncommitted", exc)
             await self._commit_finished()
 
     async def _admit_runs(self, runs: list[list[Message]]) -> tuple[list[Message], set[TP]]:
@@ -201,7 +246,7 @@ class Intake:
         # A new consumer generation: positions are read again from the committed offsets.
         self._generation = generation
         self._progress.reset()
-        self._uncommitted.clear()
+        self._due.clear()
 
     async def _start(self, partitions: Iterable[TP]) -> None:
         """Positions for those of `partitions` that have none this generation, asked in one go.
@@ -246,6 +291,7 @@ class Intake:
         # below which its fetch loop drops records.
         if not self._settled():
             return
+        await self._settle()  # a skip past empty offsets is committed: nothing before it may be out
         offset = await self._past_empty_offsets(tp, offset)
         try:
             # Made in the consumer's thread (faust_compat._Consumer._seek).
@@ -277,7 +323,7 @@ class Intake:
                 found,
             )
             progress.skip(tp, found)
-            self._uncommitted.add(tp)  # committed past them too, though no record of it was applied
+            self._due[tp] = found  # committed past them too, though no record of it was applied
             return found
         return offset
 
@@ -308,9 +354,10 @@ class Intake:
                 self._report_stall()
                 continue
             try:
+                await self._settle()  # the last batch before a quiet spell is committed here
                 await self._seek_back()
                 await self._seek_stuck()
-                if self._uncommitted and time.monotonic() - self._committed_at >= self._config.commit_interval_s:
+                if self._due and time.monotonic() - self._committed_at >= self._config.commit_interval_s:
                     await self._commit()
             except Exception:  # this timer is what gets a stalled partition going: it must not die
                 log.exception("the intake's timer failed; it runs again in a second")
@@ -389,10 +436,8 @@ class Intake:
             return
         self._committed_at = time.monotonic()
         assigned = self._app.consumer.assignment()
-        offsets = {
-            tp: self._progress.position(tp) for tp in self._uncommitted if tp in assigned and self._progress.knows(tp)
-        }
-        self._uncommitted.clear()
+        offsets = {tp: position for tp, position in self._due.items() if tp in assigned}
+        self._due = {}
         if not offsets:
             return
         # faust's consumer holds the group membership, so its commit is the group's. Not waited
@@ -406,7 +451,8 @@ class Intake:
     def _after_commit(self, offsets: dict[TP, int], generation: int | None, done: asyncio.Future[Any]) -> None:
         failed = done.cancelled() or done.exception() is not None or done.result() is False
         if failed and generation == self._generation:
-            self._uncommitted.update(offsets)  # due again: the next commit takes their positions then
+            for tp, position in offsets.items():
+                self._due.setdefault(tp, position)  # due again, unless a later batch's position is
 
     async def _commit_finished(self) -> None:
         # Before partitions are given away: what was applied here is committed here, as far as

@@ -75,11 +75,17 @@ class Outbox:
         """
         await self._queue()  # no yields: waiting for the acks lets the sender run
         sent, self._sent = self._sent, []
-        flushed: dict[tuple[str, int], int] = {}
-        for ack in await asyncio.gather(*sent):
-            where = (ack.topic, ack.partition)
-            flushed[where] = max(ack.offset, flushed.get(where, -1))
-        return flushed
+        return await _offsets(sent)
+
+    async def dispatch(self) -> asyncio.Future[dict[tuple[str, int], int]]:
+        """Send what was added, as `send`; what `flush` returns comes in the future, once every ack is in.
+
+        Records added after this go with the next dispatch: the worker applies its next batch
+        while this one's acks are out. aiokafka sends a node one request at a time, in order.
+        """
+        await self.send()
+        sent, self._sent = self._sent, []
+        return asyncio.ensure_future(_offsets(sent))
 
     async def _queue(self) -> bool:
         """Hand what was added to aiokafka; False if there was nothing."""
@@ -88,3 +94,11 @@ class Outbox:
             return False
         self._sent.extend(await send_batches(self._producer, pending))
         return True
+
+
+async def _offsets(sent: list[asyncio.Future[RecordMetadata]]) -> dict[tuple[str, int], int]:
+    flushed: dict[tuple[str, int], int] = {}
+    for ack in await asyncio.gather(*sent):
+        where = (ack.topic, ack.partition)
+        flushed[where] = max(ack.offset, flushed.get(where, -1))
+    return flushed

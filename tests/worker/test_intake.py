@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 from pathlib import Path
 from typing import Any, cast
 
 import pytest
+from aiokafka.errors import KafkaError
 from faust.types import TP, Message
 
 from app.worker import intake
@@ -188,7 +191,7 @@ def applied(taken: intake.Intake, up_to: int) -> None:
         taken._progress.start(TP0, up_to)
     while taken._progress.position(TP0) < up_to:
         taken._progress.admit(TP0, taken._progress.position(TP0))
-    taken._uncommitted.add(TP0)
+    taken._due[TP0] = up_to
 
 
 async def committing(app: Any, taken: intake.Intake, up_to: int) -> Commits:
@@ -218,10 +221,10 @@ async def test_a_commit_does_not_hold_the_batch_loop(timer: tuple[Any, intake.In
 async def test_a_failed_commit_leaves_its_partitions_due(timer: tuple[Any, intake.Intake]) -> None:
     app, taken = timer
     commits = await committing(app, taken, 50)
-    assert taken._uncommitted == set()
+    assert taken._due == {}
     commits.answers[0].set_result(False)  # faust's answer when the group rebalanced meanwhile
     await settle()
-    assert taken._uncommitted == {TP0}
+    assert taken._due == {TP0: 50}
 
 
 async def test_partitions_are_given_away_after_the_commit_in_flight(timer: tuple[Any, intake.Intake]) -> None:
@@ -244,4 +247,87 @@ async def test_offsets_the_broker_shows_empty_are_skipped_and_committed(timer: t
     await taken._seek_stuck()
     await taken._seek_stuck()
     assert partition.sought == [47]  # not to 45, which would be sought for ever
-    assert taken._progress.position(TP0) == 47 and TP0 in taken._uncommitted
+    assert taken._progress.position(TP0) == 47 and taken._due == {TP0: 47}
+
+
+class Stream:
+    """The agent's stream as the Intake uses it: iterating its channel subscribes (here, to nothing)."""
+
+    channel = None
+
+    def __init__(self) -> None:
+        self.channel = self
+
+    def __aiter__(self) -> Stream:
+        return self
+
+    async def __anext__(self) -> None:
+        raise StopAsyncIteration
+
+
+def batch_loop(taken: intake.Intake) -> Any:
+    taken._config = dataclasses.replace(taken._config, commit_interval_s=0)  # commit at every step
+    return taken.batches(cast(Any, Stream()))
+
+
+async def test_the_next_batch_is_applied_while_the_last_ones_writes_are_out(timer: tuple[Any, intake.Intake]) -> None:
+    app, taken = timer
+    commits = Commits(app.consumer)
+    batches = batch_loop(taken)
+    for offset in (45, 46):
+        put(taken._inbox, record(offset))
+    assert [m.offset for m in await anext(batches)] == [45, 46]
+    acks: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    taken.writing(acks)
+    put(taken._inbox, record(47))
+    assert [m.offset for m in await asyncio.wait_for(anext(batches), timeout=1)] == [47]
+    assert commits.asked == []  # the first batch's writes are out: nothing of it is committed
+    following = asyncio.create_task(anext(batches))  # waits for the first batch's acks
+    await settle()
+    assert commits.asked == []
+    acks.set_result(None)
+    await settle()
+    assert commits.asked == [{TP0: 48}]  # both batches, once the first is written
+    await stopped(following, batches)
+
+
+async def test_a_failed_write_stops_the_batch_loop_with_nothing_committed(timer: tuple[Any, intake.Intake]) -> None:
+    app, taken = timer
+    commits = Commits(app.consumer)
+    batches = batch_loop(taken)
+    put(taken._inbox, record(45))
+    await anext(batches)
+    acks: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    acks.set_exception(KafkaError("not written"))
+    taken.writing(acks)
+    put(taken._inbox, record(46))
+    await anext(batches)
+    with pytest.raises(KafkaError):
+        await anext(batches)
+    assert commits.asked == []
+
+
+async def test_partitions_are_given_away_once_the_last_batchs_writes_are_in(timer: tuple[Any, intake.Intake]) -> None:
+    app, taken = timer
+    Commits(app.consumer)
+    batches = batch_loop(taken)
+    put(taken._inbox, record(45))
+    await anext(batches)
+    acks: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    taken.writing(acks)
+    following = asyncio.create_task(anext(batches))  # the loop goes on to wait for records
+    await settle()
+    revoking = asyncio.create_task(taken._finish_the_batch(app))
+    await asyncio.sleep(0.05)
+    assert not revoking.done()
+    acks.set_result(None)
+    await asyncio.wait_for(revoking, timeout=1)
+    await stopped(following, batches)
+
+
+async def stopped(following: asyncio.Task[Any], batches: Any) -> None:
+    """The batch loop, waiting for records, stopped as the agent's end stops it."""
+    following.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await following
+    await batches.aclose()

@@ -69,3 +69,16 @@ async def test_records_extended_a_batch_at_a_time_go_in_order_and_none_is_nothin
         outbox.extend(topic, 0, [(b"b", b"2"), (b"c", None)])
         assert await outbox.flush() == {(topic, 0): 0}
         assert log_end_reaches(kafka_bootstrap, TopicPartition(topic, 0), 3, timeout=10)
+
+
+async def test_a_dispatch_is_sent_at_once_and_acked_in_its_future(kafka_bootstrap: str) -> None:
+    topic = await new_topic(kafka_bootstrap, "outbox")
+    async with Outbox(kafka_bootstrap, timeout_s=10) as outbox:
+        outbox.add(topic, 0, b"a", b"1")
+        first = await outbox.dispatch()
+        assert log_end_reaches(kafka_bootstrap, TopicPartition(topic, 0), 1, timeout=10)  # the loop busy meanwhile
+        outbox.add(topic, 0, b"b", b"2")  # goes with the next dispatch, not the first
+        second = await outbox.dispatch()
+        assert await first == {(topic, 0): 0}
+        assert await second == {(topic, 0): 1}
+        assert await outbox.flush() == {}
