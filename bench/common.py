@@ -142,11 +142,12 @@ async def bench_broker(settings: Settings, workdir: Path) -> AsyncIterator[str]:
 
 
 async def bench_namespace(
-    settings: Settings, bootstrap: str, *, log_append_effects: bool = False
+    settings: Settings, bootstrap: str, *, log_append_effects: bool = False, log_append_events: bool = False
 ) -> tuple[Deployment, dict[str, str]]:
     """A fresh namespace with its topics created: its deployment, and the environment of its processes.
 
-    With `log_append_effects`, the effects topic's record timestamps are the broker's append times.
+    With `log_append_effects` (`log_append_events`), the effects (event) topics' record timestamps are
+    the broker's append times: when the record was written, not when its producer queued it.
     """
     namespace = "bench" + uuid.uuid4().hex[:6]
     env = {
@@ -162,10 +163,12 @@ async def bench_namespace(
     bench_settings = settings.replace("kafka", bootstrap_servers=bootstrap, namespace=namespace)
     deployment = Deployment.load(bench_settings, tenants=frozenset({BENCH_TENANT}))
     topology = deployment.topology
-    if log_append_effects:  # made first: ensure_topics keeps an existing topic's configs
+    stamped = [topology.effects] if log_append_effects else []
+    stamped += list(topology.events.values()) if log_append_events else []
+    for topic in stamped:  # made first: ensure_topics keeps an existing topic's configs
         await ensure_topic(
             bootstrap,
-            topology.effects,
+            topic,
             topology.partitions,
             topology.replication_factor,
             LOG_APPEND_TIME,
@@ -372,9 +375,10 @@ def _closed_unanswered(exc: BaseException) -> bool:
 
 class EffectsReader:
     """Reads every partition of the effects topic from the start; notes when each event id is first read,
-    and when its first effect was written (the record's timestamp, set by the worker's producer).
+    and when its first effect was written (the record's timestamp: the broker's append time where the topic
+    stamps it, as bench_namespace can make it, else the worker's producer's).
 
-    With `schema="event"`, an event topic's records instead: when each event was written (by the producer).
+    With `schema="event"`, an event topic's records instead: when each event was written.
     """
 
     def __init__(
