@@ -166,7 +166,9 @@ class Intake:
         for it. A failed write raises from the Intake's next step: the agent stops with nothing
         of that batch or later committed, and its replay is deduped (app/ledger.py).
         """
-        self._handed = asyncio.ensure_future(written)
+        handed = self._handed = asyncio.ensure_future(written)
+        # Seen here, raised by `_settle`: a stop between the two must not log it as never retrieved.
+        handed.add_done_callback(lambda done: done.cancelled() or done.exception())
 
     async def _settle(self) -> None:
         """Wait for the writes of the batch before; its positions are then due to be committed."""
