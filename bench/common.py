@@ -113,8 +113,12 @@ def free_port() -> int:
 
 
 @asynccontextmanager
-async def bench_broker(settings: Settings, workdir: Path) -> AsyncIterator[str]:
-    """The given broker, or a local one on free ports in `workdir`, stopped on exit; yields its bootstrap."""
+async def bench_broker(settings: Settings, workdir: Path, *, full_jit: bool = False) -> AsyncIterator[str]:
+    """The given broker, or a local one on free ports in `workdir`, stopped on exit; yields its bootstrap.
+
+    `full_jit`: the local broker runs the JVM's optimising compiler, as a long-running broker does;
+    the caller then warms it up until the compiler is done (bench/pipeline.py).
+    """
     broker = None
     bootstrap = settings.kafka.bootstrap_servers
     try:
@@ -128,8 +132,8 @@ async def bench_broker(settings: Settings, workdir: Path) -> AsyncIterator[str]:
                 # A fresh JVM's optimising compiler took 26 to 37% of a core through the measured
                 # minute (it compiles for minutes), which a long-running broker has done with. The
                 # quick JIT alone costs the data plane more (43% against 27% at 1,000 events/s),
-                # so this stands in for a warm broker on the heavy side.
-                jvm_options=[QUICK_JIT],
+                # so without a warm-up this stands in for a warm broker on the heavy side.
+                jvm_options=[] if full_jit else [QUICK_JIT],
             )
             broker.start()
             await broker.wait_ready(timeout=120)

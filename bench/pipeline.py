@@ -46,6 +46,7 @@ from bench.common import (
 )
 
 WARM_UP_S = 5.0
+WARM_BROKER_S = 120.0  # longest the bench's own broker is warmed up for its JIT compiler to finish
 # Requests a second one load generator process sends as single POSTs: faster, a phase sends small
 # batches instead (PUT /events, usage events), at most this many requests a second.
 SINGLE_POSTS_UP_TO = 2000.0
@@ -209,6 +210,56 @@ def core_us_per_event(schemas: SchemaSet, spec: TopicSpec, records: list[tuple[b
     return best / len(records) * 1e6
 
 
+def compiler_cpu_s(process: Path) -> float | None:
+    """CPU seconds of a JVM's JIT compiler threads (C1 and C2), from `process` (a /proc/<pid> folder)."""
+    try:
+        tasks = list((process / "task").iterdir())
+    except OSError:
+        return None
+    total = 0.0
+    for task in tasks:
+        try:
+            compiler = "CompilerThre" in (task / "comm").read_text()
+        except OSError:
+            continue  # the thread ended
+        if compiler:
+            total += cpu_seconds(task / "stat") or 0.0
+    return total
+
+
+def broker_process(workdir: Path, proc: Path = Path("/proc")) -> Path | None:
+    """The /proc folder of the bench's own broker: the JVM whose command line names `workdir`."""
+    for process in proc.iterdir():
+        try:
+            command = (process / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"kafka.Kafka" in command and str(workdir).encode() in command:
+            return process
+    return None
+
+
+async def warm_broker(http: Http, load: Load, broker: Path) -> None:
+    """Send `load` until the broker's JIT compiler is done with it (under 5% of a core), at most WARM_BROKER_S.
+
+    A fresh JVM compiles its hot code for a minute or more, and again for a new load: its compiler
+    threads took 29% of a core through the 1,000/s phase right after the throughput phase, where a
+    long-running broker compiles nothing. The phase that follows measures the broker as it runs for good.
+    """
+    started, before = time.perf_counter(), compiler_cpu_s(broker)
+    while before is not None:
+        chunk = time.perf_counter()
+        await drive_steady(http, load, 5.0, "jit" + uuid.uuid4().hex[:6])
+        after, elapsed = compiler_cpu_s(broker), time.perf_counter() - chunk
+        if after is None:
+            return
+        compiling = (after - before) / elapsed
+        print(f"  warming the broker: its JIT compiler used {compiling:.0%} of a core over {elapsed:.0f} s", flush=True)
+        if compiling < 0.05 or time.perf_counter() - started > WARM_BROKER_S:
+            return
+        before = after
+
+
 def cpu_pressure_s(path: Path = Path("/proc/pressure/cpu")) -> float | None:
     """Seconds, since boot, that some runnable task on the machine waited for a CPU (PSI's `some` total)."""
     try:
@@ -254,7 +305,7 @@ async def run(settings: Settings, events: int, rates: list[float], seconds: floa
     """Phase 1: worker throughput over a pre-loaded topic. Then end-to-end latency at each steady rate."""
     with tempfile.TemporaryDirectory(prefix="sluice-bench-") as tmp:
         workdir = Path(tmp)
-        async with bench_broker(settings, workdir) as bootstrap:
+        async with bench_broker(settings, workdir, full_jit=True) as bootstrap:
             # Written means in Kafka: the broker's append times, not when a producer queued a record.
             deployment, env = await bench_namespace(
                 settings, bootstrap, log_append_effects=True, log_append_events=True
@@ -310,11 +361,14 @@ async def run(settings: Settings, events: int, rates: list[float], seconds: floa
                 )
 
                 async with producer_process(env, workdir) as url, Http(url, connections=256) as http:
+                    broker = broker_process(workdir)  # None: a broker of KAFKA_BOOTSTRAP_SERVERS, running already
                     for load in (Load(rate) for rate in rates):
                         events_read = EffectsReader(
                             bootstrap, topology.events[load.topic], topology.partitions, schemas, schema="event"
                         )
-                        measured.append(await _steady_phase(http, load, seconds, reader, events_read, worker, pid))
+                        measured.append(
+                            await _steady_phase(http, load, seconds, reader, events_read, worker, pid, broker)
+                        )
 
     print(
         f"{'phase':<42}{'events':>9}{'seconds':>9}{'events/s':>10}{'p50 ms':>8}{'p99 ms':>8}{'max ms':>8}{'steal':>7}"
@@ -358,10 +412,14 @@ async def _steady_phase(
     written_events: EffectsReader,
     worker: Child,
     pid: int,
+    broker: Path | None,
 ) -> Measured:
     """Warm up (the connections, the producer's metadata, the worker's fetch loop, RocksDB settling after
-    the last phase: 5 s of the same load, not measured), then `seconds` of `load`, measured."""
+    the last phase: 5 s of the same load, not measured; the bench's own `broker` until its JIT compiler
+    is done with this load), then `seconds` of `load`, measured."""
     print(f"  steady {load.rate:,.0f}/s for {seconds:.0f} s: {load.describe()}", flush=True)
+    if broker is not None:
+        await warm_broker(http, load, broker)
     warm = await drive_steady(http, load, WARM_UP_S, "warm" + uuid.uuid4().hex[:6])
     await effects.wait_for(
         lambda: sum(1 for e in warm.sent if e in effects.seen), len(warm.sent), worker, 30, "warm-up"

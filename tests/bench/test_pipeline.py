@@ -1,5 +1,6 @@
 """The pipeline bench's steady load: single orders, or batches of usage events above what single POSTs reach."""
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -9,7 +10,7 @@ from aiohttp import web
 
 from app.avro.schemas import SchemaSet
 from bench.common import EffectsReader, Http, order_records
-from bench.pipeline import Load, cpu_pressure_s, drive_steady, run_queue_s, share
+from bench.pipeline import Load, broker_process, compiler_cpu_s, cpu_pressure_s, drive_steady, run_queue_s, share
 
 
 def test_single_orders_up_to_what_one_process_posts_and_small_usage_batches_above() -> None:
@@ -67,3 +68,33 @@ def test_cpu_waits_are_read_from_proc_and_unknown_without_it(tmp_path: Path) -> 
     schedstat.write_text("81000000000 2500000000 9000\n")  # on CPU, waiting on a run queue (ns), timeslices
     assert run_queue_s(schedstat) == 2.5
     assert share(2.5, 3.0, 2.0) == "25%" and share(None, 3.0, 2.0) == "-"
+
+
+def thread(process: Path, tid: int, name: str, seconds: int) -> None:
+    task = process / "task" / str(tid)
+    task.mkdir(parents=True)
+    (task / "comm").write_text(f"{name}\n")
+    ticks = os.sysconf("SC_CLK_TCK") * seconds
+    (task / "stat").write_text(f"{tid} ({name}) S 1 2 3 0 -1 4194560 9 0 0 0 {ticks} 0 0 0 20 0 3 0 1\n")
+
+
+def test_the_jit_compiler_time_is_that_of_the_c1_and_c2_threads_alone(tmp_path: Path) -> None:
+    jvm = tmp_path / "4242"
+    thread(jvm, 4243, "C2 CompilerThre", 7)
+    thread(jvm, 4244, "C1 CompilerThre", 2)
+    thread(jvm, 4245, "data-plane-kafka", 30)
+    assert compiler_cpu_s(jvm) == 9.0
+    assert compiler_cpu_s(tmp_path / "gone") is None
+
+
+def test_the_bench_broker_is_the_jvm_whose_command_names_the_bench_folder(tmp_path: Path) -> None:
+    proc, workdir = tmp_path / "proc", tmp_path / "sluice-bench-x1"
+    for pid, command in (
+        ("10", b"python\0-m\0bench"),
+        ("11", b"java\0-cp\0libs\0kafka.Kafka\0/elsewhere/server.properties"),
+        ("12", b"java\0-cp\0libs\0kafka.Kafka\0" + str(workdir / "kafka" / "server.properties").encode()),
+    ):
+        (proc / pid).mkdir(parents=True)
+        (proc / pid / "cmdline").write_bytes(command)
+    assert broker_process(workdir, proc) == proc / "12"
+    assert broker_process(tmp_path / "other", proc) is None
