@@ -64,10 +64,6 @@ class Schema:
                 **record,
                 **{name: epoch_ms(m if m.tzinfo is not None else m.replace(tzinfo=UTC)) for name, m in moments.items()},
             }
-        return self.encode_millis(record)
-
-    def encode_millis(self, record: Mapping[str, Any]) -> bytes:
-        """`encode` of a record whose timestamps are milliseconds since the epoch already."""
         if self.codec is not None:
             try:
                 return self.codec.encode(record)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
 
 import orjson
 
@@ -40,74 +39,59 @@ _NOT_NATIVE = (OverflowError, UnicodeEncodeError, TypeError)
 def event_records(accepted: Sequence[tuple[int, Envelope]], routes: Routes, now: datetime) -> list[Record]:
     """What `records` writes for each event, in order, byte for byte.
 
-    An event due now with no wait group (nearly all of them) is its one record on its topic,
-    written from an Avro record made here with its instants in milliseconds: no copy of the
-    record to convert them, and a request's events share one received_at, converted once.
+    An event due now with no wait group (nearly all of them) is its one record on its topic, which
+    the compiled core writes from its fields: a request's events share one received_at, converted
+    once. Any other event, and one the compiled encoder refuses, goes through `records`.
     """
-    schema = routes.event_schema
-    topics = routes.events
     encode = native.encode_event
-    prefix = _native_prefix(schema) if encode is not None else None
+    prefix = _native_prefix(routes.event_schema) if encode is not None else None
+    if encode is None or prefix is None:
+        return [record for _, event in accepted for record in records(event, routes, now)]
+    topics = routes.events
     out: list[Record] = []
     moments: dict[datetime, int] = {}  # by instant: received_at and sent_at recur through a request
     for _, event in accepted:
-        if event.send_at is not None or event.wait_group_instance_id is not None:
-            out.extend(records(event, routes, now))
-            continue
-        received_at, sent_at = event.received_at, event.sent_at
-        received_ms = moments.get(received_at)
-        if received_ms is None:
-            received_ms = moments[received_at] = _millis(received_at)
-        sent_ms = None
-        if sent_at is not None:
-            sent_ms = moments.get(sent_at)
-            if sent_ms is None:
-                sent_ms = moments[sent_at] = _millis(sent_at)
-        # Not looked up in `moments`: events of real batches mostly happened at instants of their own,
-        # and a missed lookup only adds its hash and insert to the conversion.
-        occurred_ms = _millis(event.occurred_at)
-        data, metadata = orjson.dumps(event.data), orjson.dumps(event.metadata)
         value = None
-        if prefix is not None:
-            assert encode is not None
-            try:
-                value = encode(
-                    prefix,
-                    event.id,
-                    event.tenant,
-                    event.topic,
-                    event.type,
-                    event.user_id,
-                    occurred_ms,
-                    received_ms,
-                    sent_ms,
-                    event.audience,
-                    data,
-                    metadata,
-                    event.dialect,
-                )
-            except _NOT_NATIVE:
-                value = None
+        if event.send_at is None and event.wait_group_instance_id is None:
+            value = _compiled(encode, prefix, event, moments)
         if value is None:
-            record: dict[str, Any] = {  # Envelope.to_record, field for field
-                "id": event.id,
-                "tenant": event.tenant,
-                "topic": event.topic,
-                "type": event.type,
-                "user_id": event.user_id,
-                "occurred_at": occurred_ms,
-                "received_at": received_ms,
-                "sent_at": sent_ms,
-                "send_at": None,
-                "audience": event.audience,
-                "data": data.decode(),
-                "metadata": metadata.decode(),
-                "dialect": event.dialect,
-                "wait_group_instance_id": None,
-            }
-            value = schema.encode_millis(record)
-        out.append((topics[event.topic], user_key(event.tenant, event.user_id), value))
+            out.extend(records(event, routes, now))
+        else:
+            out.append((topics[event.topic], user_key(event.tenant, event.user_id), value))
     return out
+
+
+def _compiled(encode: native.EncodeEvent, prefix: bytes, event: Envelope, moments: dict[datetime, int]) -> bytes | None:
+    """The event's Avro record as the compiled core writes it; None where it refuses the event."""
+    received_at, sent_at = event.received_at, event.sent_at
+    received_ms = moments.get(received_at)
+    if received_ms is None:
+        received_ms = moments[received_at] = _millis(received_at)
+    sent_ms = None
+    if sent_at is not None:
+        sent_ms = moments.get(sent_at)
+        if sent_ms is None:
+            sent_ms = moments[sent_at] = _millis(sent_at)
+    try:
+        return encode(
+            prefix,
+            event.id,
+            event.tenant,
+            event.topic,
+            event.type,
+            event.user_id,
+            # Not looked up in `moments`: events of real batches mostly happened at instants of their
+            # own, and a missed lookup only adds its hash and insert to the conversion.
+            _millis(event.occurred_at),
+            received_ms,
+            sent_ms,
+            event.audience,
+            orjson.dumps(event.data),
+            orjson.dumps(event.metadata),
+            event.dialect,
+        )
+    except _NOT_NATIVE:
+        return None
 
 
 _prefixes: dict[bytes, bytes | None] = {}  # by fingerprint: the compiled encoder's prefix, None if not its layout
