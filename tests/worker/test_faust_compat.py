@@ -36,17 +36,20 @@ class Fetcher:
         self._stopped = asyncio.Event()
 
 
-def fetches(consumer: Any, fetcher: Fetcher, batches: list[list[int]]) -> Callable[..., AsyncIterator[Any]]:
-    """A stand-in for the consumer's getmany: each call yields the next fetch's records of t[0]."""
+def message(topic: str, offset: int) -> Message:
+    return Message(topic, 0, offset, 0.0, 0, [], b"k", b"v", None, generation_id=0)
+
+
+def fetches(fetcher: Fetcher, batches: list[list[Message]]) -> Callable[..., AsyncIterator[Any]]:
+    """A stand-in for the consumer's getmany: each call yields the next fetch's records; then the fetcher stops."""
     pending = list(batches)
 
     async def getmany(timeout: float) -> AsyncIterator[Any]:
         if not pending:
             fetcher._stopped.set()
             return
-        for offset in pending.pop(0):
-            message = Message("t", 0, offset, 0.0, 0, [], b"k", b"v", None, generation_id=0)
-            yield TP("t", 0), message
+        for record in pending.pop(0):
+            yield record.tp, record
 
     return getmany
 
@@ -58,7 +61,7 @@ async def drain(
     app = build_app(offline(tmp_path))
     consumer = cast(Any, app.consumer)
     fetcher = Fetcher()
-    consumer.getmany = fetches(consumer, fetcher, batches)
+    consumer.getmany = fetches(fetcher, [[message("t", offset) for offset in batch] for batch in batches])
     delivered: list[int] = []
     wait_first = consumer.wait_first
 
@@ -94,25 +97,13 @@ async def test_a_suspended_flow_ends_the_fetch_between_records(tmp_path: Path) -
     assert await drain(tmp_path, [[0, 1, 2, 3]], stop_flow_at=1) == [0, 1]
 
 
-def message(topic: str, offset: int) -> Message:
-    return Message(topic, 0, offset, 0.0, 0, [], b"k", b"v", None, generation_id=0)
-
-
 async def test_records_of_a_routed_topic_go_to_its_inbox_and_the_others_to_faust(tmp_path: Path) -> None:
     app = build_app(offline(tmp_path))
     consumer = cast(Any, app.consumer)
     fetcher = Fetcher()
     inbox = Inbox(capacity=100)
     route(app, ["routed"], inbox)
-    fetched = [[message("routed", 0), message("other", 0), message("routed", 1)]]
-
-    async def getmany(timeout: float) -> AsyncIterator[Any]:
-        if not fetched:
-            fetcher._stopped.set()
-            return
-        for record in fetched.pop(0):
-            yield record.tp, record
-
+    getmany = fetches(fetcher, [[message("routed", 0), message("other", 0), message("routed", 1)]])
     to_faust: list[tuple[str, int]] = []
 
     async def callback(record: Message) -> None:
@@ -178,14 +169,6 @@ async def test_a_partitions_run_below_the_last_handed_on_is_dropped_and_the_rest
     inbox = Inbox(capacity=100)
     route(app, ["routed"], inbox)
     fetched = [[message("routed", offset) for offset in (5, 6)], [message("routed", offset) for offset in (4, 6, 7)]]
-
-    async def getmany(timeout: float) -> AsyncIterator[Any]:
-        if not fetched:
-            fetcher._stopped.set()
-            return
-        for record in fetched.pop(0):
-            yield record.tp, record
-
     puts: list[list[int]] = []
     put_many = inbox.put_many
 
@@ -194,7 +177,7 @@ async def test_a_partitions_run_below_the_last_handed_on_is_dropped_and_the_rest
         return put_many(tp, messages)
 
     inbox.put_many = counted  # type: ignore[method-assign]
-    consumer.getmany = getmany
+    consumer.getmany = fetches(fetcher, fetched)
     await asyncio.wait_for(consumer._drain_messages(fetcher), timeout=5)
     assert puts == [[5, 6], [6, 7]]  # as faust: below the last offset handed on (6) is dropped
     assert [record.offset for record in taken(inbox.take_runs_nowait(10))] == [5, 6, 6, 7]
