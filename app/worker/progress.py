@@ -49,9 +49,7 @@ class Progress:
         if offset > position:
             self._beyond[partition] = max(offset, self._beyond.get(partition, offset))
             return Admission.GAP
-        self._next[partition] = offset + 1
-        if self._beyond.get(partition, -1) < offset + 1:
-            self._beyond.pop(partition, None)  # the hole is filled
+        self._advance(partition, offset + 1)
         return Admission.NEXT
 
     def admit_run(self, partition: Partition, first: int, count: int) -> bool:
@@ -60,10 +58,13 @@ class Progress:
         and each record is admitted on its own. What `admit` of each would do, at once."""
         if self._next[partition] != first:
             return False
-        self._next[partition] = after = first + count
-        if self._beyond.get(partition, -1) < after:
-            self._beyond.pop(partition, None)  # the hole is filled
+        self._advance(partition, first + count)
         return True
+
+    def _advance(self, partition: Partition, position: int) -> None:
+        self._next[partition] = position
+        if self._beyond.get(partition, -1) < position:
+            self._beyond.pop(partition, None)  # the hole is filled
 
     def seeks_due(self, now: float) -> list[tuple[Partition, int]]:
         """The partitions to seek back now, with the offset: each hole once, then every
