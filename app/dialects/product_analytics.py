@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from operator import itemgetter
 from typing import Any, TypeVar
 
 from app.core.envelope import Envelope
@@ -249,30 +250,18 @@ def respond_single(parsed: Parsed) -> tuple[int, Any]:
 
 def respond_batch(parsed: Parsed) -> tuple[int, Any]:
     """Always 200: each event's outcome in batch order, counted."""
-    if not parsed.rejected:
-        return 200, {
-            "status": "success",
-            "accepted": len(parsed.accepted),
-            "rejected": 0,
-            "results": [
-                {"index": index, "status": "success", "eventId": envelope.id} for index, envelope in parsed.accepted
-            ],
-        }
-    results: dict[int, dict[str, Any]] = {
-        index: {"index": index, "status": "success", "eventId": envelope.id} for index, envelope in parsed.accepted
-    }
-    for rejection in parsed.rejected:
-        results[rejection.index] = {
-            "index": rejection.index,
-            "status": "error",
-            "error": ERROR,
-            "details": details(rejection.error),
-        }
+    results = [{"index": index, "status": "success", "eventId": envelope.id} for index, envelope in parsed.accepted]
+    if parsed.rejected:  # accepted and rejected are each in batch order, and no index is in both
+        failed = [
+            {"index": rejection.index, "status": "error", "error": ERROR, "details": details(rejection.error)}
+            for rejection in parsed.rejected
+        ]
+        results = sorted(results + failed, key=itemgetter("index"))
     return 200, {
         "status": "partial" if parsed.rejected else "success",
         "accepted": len(parsed.accepted),
         "rejected": len(parsed.rejected),
-        "results": [results[index] for index in sorted(results)],
+        "results": results,
     }
 
 
