@@ -60,12 +60,12 @@ class Tally:
             metrics.RULES_FIRED.labels(topic, rule).inc(count)
         if self.received_ms:
             metrics.EFFECTS_WRITTEN.inc(len(self.received_ms))
-            received, written_ms = self.received_ms, written_at * 1000
+            written_ms = written_at * 1000
+            lags = [(written_ms - at) / 1000 for at in self.received_ms]
             # Usually no received_at is ahead of our clock: then nothing to clamp, at a third of the cost.
-            if max(received) <= written_ms:
-                metrics.EVENT_TO_EFFECT.observe_many([(written_ms - at) / 1000 for at in received])
-            else:
-                metrics.EVENT_TO_EFFECT.observe_many([max(0.0, written_ms - at) / 1000 for at in received])
+            if min(lags) < 0:
+                lags = [max(0.0, lag) for lag in lags]
+            metrics.EVENT_TO_EFFECT.observe_many(lags)
 
 
 class Lags:
