@@ -21,9 +21,7 @@ from app.dialects import product_analytics, segment, usage
 from app.dialects.base import Dialect, Request
 from app.kafka.batches import MAX_BATCH_BYTES
 from app.settings import Settings
-from bench.common import BENCH_KEY, BENCH_TENANT, Progress, Result, drive_bare_producer, running_stack
-
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+from bench.common import BENCH_KEY, BENCH_TENANT, Progress, Result, cpu_seconds, drive_bare_producer, running_stack
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,16 +123,15 @@ def producer_cpu_s() -> float:
     while frontier:
         frontier = {pid for pid, parent in parents.items() if parent in frontier} - mine
         mine |= frontier
-    ticks = 0
+    total = 0.0
     for pid in mine:
         try:
             if b"producer" not in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0"):
                 continue
-            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
         except OSError:
             continue
-        ticks += int(fields[11]) + int(fields[12])  # utime, stime: the stat file's fields 14 and 15
-    return ticks / CLOCK_TICKS
+        total += cpu_seconds(Path(f"/proc/{pid}/stat")) or 0.0  # None: it ended meanwhile
+    return total
 
 
 async def drive_http(url: str, endpoint: Endpoint, bodies: list[bytes], size: int, connections: int) -> Result:
