@@ -12,7 +12,7 @@ from typing import Any, cast
 
 import faust
 import rocksdict
-from faust.types import TP, Message, StoreT
+from faust.types import Message
 from opentelemetry.trace import Span, SpanKind
 
 from app import ledger, native
@@ -30,7 +30,7 @@ from app.worker.outbox import Outbox
 from app.worker.recent_users import RecentUsers
 from app.worker.rulebook import Rulebook
 from app.worker.sweep import Sweep
-from app.worker.tables import Windows
+from app.worker.tables import Windows, mark_persisted
 
 log = logging.getLogger(__name__)
 
@@ -137,11 +137,7 @@ def register(
     ) -> None:
         """What follows a batch's acks: where recovery resumes, the batch's metrics, its spans' end."""
         flushed = await acks
-        changelog = table.changelog_topic.get_topic_name()
-        for (topic, partition), offset in flushed.items():
-            if topic == changelog:
-                # Where recovery resumes replaying the changelog into RocksDB.
-                cast(StoreT[bytes, bytes], table.data).set_persisted_offset(TP(topic, partition), offset)
+        mark_persisted(table, flushed)
         if windows is not None:
             windows.flushed(flushed)
         if tally is not None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -47,6 +47,16 @@ class Windows:
     flushed: Callable[[dict[tuple[str, int], int]], None]  # the outbox's flush: where recovery resumes
 
 
+def mark_persisted(table: faust.types.TableT[Any, Any], offsets: Mapping[tuple[str, int], int]) -> None:
+    """Where recovery resumes replaying `table`'s changelog into RocksDB: the offsets an outbox's flush
+    gave, per (topic, partition), of which those of the table's changelog count."""
+    changelog = table.changelog_topic.get_topic_name()
+    store = cast(StoreT[bytes, bytes], table.data)
+    for (topic, partition), offset in offsets.items():
+        if topic == changelog:
+            store.set_persisted_offset(TP(topic, partition), offset)
+
+
 def register(
     app: faust.App, settings: Settings, catalog: Catalog, schemas: SchemaSet, topology: Topology
 ) -> Windows | None:
@@ -70,18 +80,12 @@ def register(
     event_schema = schemas["event"]
     cursors: dict[int, bytes] = {}
 
-    def store() -> Any:
-        return table.data
-
     def changelog() -> str:
         name: str = table.changelog_topic.get_topic_name()
         return name
 
     def flushed(offsets: dict[tuple[str, int], int]) -> None:
-        for (topic, partition), offset in offsets.items():
-            if topic == changelog():
-                # Where recovery resumes replaying the changelog into RocksDB.
-                cast(StoreT[bytes, bytes], store()).set_persisted_offset(TP(topic, partition), offset)
+        mark_persisted(table, offsets)
 
     async def flush(outbox: Outbox) -> None:
         flushed(await outbox.flush())
