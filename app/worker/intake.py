@@ -253,9 +253,8 @@ class Intake:
     async def _start(self, partitions: Iterable[TP]) -> None:
         """Positions for those of `partitions` that have none this generation, asked in one go.
 
-        Each ask waits for a worker of faust's consumer thread, which its fetches keep busy: a
-        partition at a time, the timer held the batch lock about 0.1 s a partition, 1.8 s after
-        start-up with twenty partitions, which every batch waited for.
+        An ask a partition would be a broker round trip each, made while the batch lock is held:
+        after start-up with twenty partitions, every batch waited for twenty of them.
         """
         new = [tp for tp in partitions if not self._progress.knows(tp)]
         if not new:
@@ -288,15 +287,13 @@ class Intake:
         return not (app.rebalancing or app.in_recovery) and app.consumer_generation_id == self._generation
 
     async def _seek(self, tp: TP, offset: int, *, resume: bool = False) -> None:
-        # Not faust's seek_wait: that waits in the consumer thread for the new position, holding
-        # one of the two workers its fetches need too. The seek also lowers faust's read offset,
-        # below which its fetch loop drops records.
+        # Not faust's seek_wait: that waits for the new position, holding the batch lock. The seek
+        # also lowers faust's read offset, below which its fetch loop drops records.
         if not self._settled():
             return
         await self._settle()  # a skip past empty offsets is committed: nothing before it may be out
         offset = await self._past_empty_offsets(tp, offset)
         try:
-            # Made in the consumer's thread (faust_compat._Consumer._seek).
             await asyncio.wait_for(self._app.consumer.seek(tp, offset), timeout=ASK_TIMEOUT_S)
         except (KafkaError, TimeoutError) as exc:  # the timer seeks again while the hole stays open
             log.warning("seeking %s[%d] to %d failed: %r", *tp, offset, exc)
@@ -378,9 +375,8 @@ class Intake:
     async def _seek_stuck(self) -> None:
         # Holes at a partition's end, which no later record reveals, and records that wait in the
         # log but are not fetched (Progress.stuck). Read from what faust and aiokafka keep, with no
-        # call to the consumer thread: aiokafka's position() waits for a valid position, and two
-        # such calls filled the thread's two method-queue workers, which also run the fetches, so
-        # the worker fetched nothing at all (seen in test_crash after a rebalance, both workers).
+        # call that waits: aiokafka's position() waits until the partition has a valid position,
+        # which after a rebalance can be a long time.
         app = self._app
         if app.rebalancing or app.in_recovery:
             return

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, cast
@@ -220,28 +221,25 @@ async def test_taking_waits_for_the_first_record_and_a_closed_inbox_never_holds_
     assert put(inbox, message("t", 10)) and taken(inbox.take_runs_nowait(10)) == []
 
 
-async def test_a_seek_is_made_in_the_consumer_thread(tmp_path: Path) -> None:
-    # faust's own calls aiokafka's seek from the main thread, completing the consumer thread's futures.
-    app = build_app(offline(tmp_path))
-    consumer = cast(Any, app.consumer)
-    thread = consumer._thread
-    sought: list[tuple[TP, int]] = []
-
-    class Kafka:
-        def seek(self, tp: TP, offset: int) -> None:
-            sought.append((tp, offset))
-
-    in_thread: list[Any] = []
-
-    async def call_thread(fun: Any, *args: Any) -> Any:
-        in_thread.append(fun)
-        return fun(*args)
-
-    thread._ensure_consumer = Kafka
-    thread.call_thread = call_thread
-    await consumer.seek(TP("t", 0), 7)
-    assert sought == [(TP("t", 0), 7)] and len(in_thread) == 1
-    assert consumer._read_offset[TP("t", 0)] == 7  # faust's seek still lowers its read offset
+async def test_the_consumer_runs_on_the_apps_loop_and_its_stop_leaves_the_loops_other_tasks(
+    tmp_path: Path, kafka_bootstrap: str
+) -> None:
+    # faust's would run in a thread with a loop of its own, and mode's stop of that thread cancels
+    # every task left on its loop: here that loop is the app's.
+    app = build_app(offline(tmp_path, SLUICE_KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap))
+    service = cast(Any, app.consumer)._thread
+    threads = set(threading.enumerate())
+    other = asyncio.create_task(asyncio.sleep(3600))
+    await service.start()
+    try:
+        assert set(threading.enumerate()) == threads
+        kafka = service._ensure_consumer()
+        assert kafka._client._loop is asyncio.get_running_loop()
+        assert isinstance(await service.call_thread(kafka.topics), set)  # called here, not handed over
+    finally:
+        await service.stop()
+    assert not other.done()
+    other.cancel()
 
 
 # Each private faust touch Sluice relies on, pinned: a faust upgrade that changes one fails here.
