@@ -21,6 +21,12 @@ use serde_json::Value;
 
 use crate::state::{Effect, Entry, Head, UserRecord};
 
+// Every event allocates a dozen small strings and buffers (its head, keys, effect and entry). With
+// the system allocator, allocating and freeing them was a third of the compiled step at a steady
+// 10,000 events/s (py-spy --native); mimalloc's thread-local free lists make them cheap.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 struct Topic {
     slug: Py<PyString>,
     version: String,
