@@ -24,7 +24,7 @@ from tests.worker.inboxes import put, taken
 async def test_the_consumer_waits_as_long_as_the_setting_says(tmp_path: Path) -> None:
     deployment = offline(tmp_path, SLUICE_WORKER_FETCH_MAX_WAIT_MS="37")
     app = build_app(deployment)
-    # The aiokafka consumer faust's consumer thread would start; building it connects to nothing.
+    # The aiokafka consumer faust's consumer service would start; building it connects to nothing.
     thread = cast(Any, app.consumer)._thread
     consumer = thread._create_worker_consumer(app.transport)
     assert consumer._fetch_max_wait_ms == 37

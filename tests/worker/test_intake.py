@@ -113,7 +113,7 @@ async def test_records_waiting_in_the_log_are_sought_and_resumed(timer: tuple[An
 
 
 async def test_partitions_with_no_record_yet_are_started_in_one_ask(timer: tuple[Any, intake.Intake]) -> None:
-    # A partition at a time waited for the consumer thread about 0.1 s each, holding the batch lock.
+    # A partition at a time would be a broker round trip each, made while the batch lock is held.
     app, taken = timer
     Partition(app.consumer, end=45)
     mine = [TP(TOPIC, p) for p in range(20)]
