@@ -14,7 +14,7 @@ from aiokafka.structs import ConsumerRecord
 from faust.types import TP, Message
 
 from app.worker import faust_compat
-from app.worker.faust_compat import route
+from app.worker.faust_compat import Record, route
 from app.worker.inbox import Inbox
 from app.worker.main import build_app
 from tests.support.deployments import offline
@@ -119,6 +119,25 @@ async def test_records_of_a_routed_topic_go_to_its_inbox_and_the_others_to_faust
     assert to_faust == [("other", 0)]
     route(app, ["routed"], None)
     assert consumer.inboxes == {}
+
+
+async def test_records_fetched_for_an_inbox_gone_since_are_dropped_and_never_reach_faust(tmp_path: Path) -> None:
+    # An agent whose write failed stops, and its Intake unroutes its topics while the fetch loop
+    # holds records fetched for it: faust's stream would crash the fetch loop on them.
+    app = build_app(offline(tmp_path))
+    consumer = cast(Any, app.consumer)
+    fetcher = Fetcher()
+    tp = TP("routed", 0)
+    fetched = [Record(tp, consumer_record("routed", 0, offset), 0) for offset in (3, 4)] + [message("other", 0)]
+    to_faust: list[tuple[str, int]] = []
+
+    async def callback(record: Message) -> None:
+        to_faust.append((record.topic, record.offset))
+
+    consumer.getmany, consumer.callback = fetches(fetcher, [fetched]), callback
+    await asyncio.wait_for(consumer._drain_messages(fetcher), timeout=5)
+    assert to_faust == [("other", 0)]
+    assert consumer._read_offset.get(tp) is None  # not handed on: the next reader starts from the commit
 
 
 def consumer_record(topic: str, partition: int, offset: int) -> ConsumerRecord[bytes, bytes]:
