@@ -29,6 +29,7 @@ from faust.types import TP, EventT, Message, TransportT
 from mode import Service, ServiceT
 from mode.utils.futures import maybe_async
 
+from app.kafka import fetch_sessions
 from app.worker.inbox import Inbox
 
 
@@ -78,6 +79,7 @@ class _ConsumerOnLoop(driver.AIOKafkaConsumerThread):
         consumer = super()._create_worker_consumer(transport)
         # aiokafka reads it when the consumer starts, which is after this; faust passes no setting through.
         consumer._fetch_max_wait_ms = self.app.fetch_max_wait_ms  # type: ignore[attr-defined]
+        fetch_sessions.attach(consumer._client)
         return consumer
 
 
