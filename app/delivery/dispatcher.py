@@ -36,6 +36,7 @@ from app.delivery.router import Router
 from app.delivery.webhook import Outcome, Sender, sending
 from app.deployment import Deployment
 from app.errors import NotFound
+from app.kafka import fetch_sessions
 from app.kafka.topology import ensure_topics
 from app.observability import metrics
 from app.observability.metrics import Backlogs, TenantLabels, status_class
@@ -120,6 +121,7 @@ class Dispatcher:
             session_timeout_ms=int(settings.worker.session_timeout_s * 1000),
             fetch_max_wait_ms=settings.kafka.fetch_max_wait_ms,
         )
+        fetch_sessions.attach(self._consumer)  # it reads many partitions, few of them busy at a time
 
     async def run(self, stop: asyncio.Event) -> None:
         await self._consumer.start()

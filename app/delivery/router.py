@@ -19,6 +19,7 @@ from app.delivery.registry import Registry
 from app.delivery.signature import delivery_id
 from app.delivery.webhook import body_of
 from app.errors import SchemaError, Unavailable
+from app.kafka import fetch_sessions
 from app.kafka.batches import Item, send_batches
 from app.kafka.topology import Topology
 from app.observability.tracing import TRACEPARENT, TRACESTATE
@@ -63,6 +64,7 @@ class Router:
             session_timeout_ms=int(settings.worker.session_timeout_s * 1000),
             fetch_max_wait_ms=settings.kafka.fetch_max_wait_ms,
         )
+        fetch_sessions.attach(self._consumer)  # it reads many partitions, few of them busy at a time
         self._producer = AIOKafkaProducer(
             bootstrap_servers=settings.kafka.bootstrap, acks="all", enable_idempotence=True
         )

@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from aiokafka import AIOKafkaConsumer
 from aiokafka.protocol.fetch import FetchRequest, FetchRequestStruct
 
 Partition = tuple[str, int]
@@ -103,8 +104,8 @@ class FetchSessions:
     """A client's `send` with each broker's fetches in a session of their own.
 
     aiokafka sends every assigned partition in every fetch and gets every one back, which costs
-    the client and the broker per partition, per fetch: a worker reading 40 partitions fetches
-    some 300 times a second at 1,000 events/s. In a session the broker remembers the partitions
+    the client and the broker per partition, per fetch: a worker reading 41 partitions fetches
+    some 350 times a second at 1,000 events/s. In a session the broker remembers the partitions
     and their offsets, a fetch names only those that changed, and its answer only those with
     news. Every other request passes through unchanged.
     """
@@ -133,8 +134,9 @@ class FetchSessions:
         return response
 
 
-def attach(client: Any) -> FetchSessions:
-    """Put fetch sessions into an aiokafka client's `send`, which its consumer's fetcher calls."""
+def attach(consumer: AIOKafkaConsumer) -> FetchSessions:
+    """Put fetch sessions into an aiokafka consumer's client `send`, which its fetcher calls; before it starts."""
+    client = consumer._client
     sessions = FetchSessions(client.send)
     client.send = sessions
     return sessions

@@ -4,15 +4,24 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.protocol.fetch import FetchRequest, FetchRequest_v4, FetchRequest_v11
 
+from app.delivery.dispatcher import Dispatcher
+from app.delivery.parking import Parking
+from app.delivery.queues import Queues
+from app.delivery.registry import Registry
+from app.delivery.router import Router
+from app.delivery.webhook import sending
 from app.kafka import fetch_sessions
 from app.kafka.fetch_sessions import LAST_EPOCH, FetchSessions, Session, SessionFetch
+from app.worker.main import build_app
+from tests.support.deployments import offline
 from tests.support.topics import new_topic
 
 MAX = 1024
@@ -145,7 +154,7 @@ class Recorded:
     """The fetches a consumer's sessions put on the wire: how many partitions each names."""
 
     def __init__(self, consumer: AIOKafkaConsumer) -> None:
-        self.sessions = fetch_sessions.attach(consumer._client)  # type: ignore[attr-defined]
+        self.sessions = fetch_sessions.attach(consumer)
         self.fetches: list[tuple[bool, int, int]] = []  # in a session already; partitions named; answered
         inner = self.sessions._send
 
@@ -218,3 +227,25 @@ async def test_a_consumer_in_a_session_reads_every_record_once_in_order_through_
     assert sum(1 for within, _, _ in fetches if not within) == 2, fetches
     assert all(named <= 2 and answered <= 2 for within, named, answered in fetches if within), fetches
     assert sum(1 for within, _, _ in fetches if within) > 100  # nearly every fetch
+
+
+async def test_the_consumers_that_read_many_partitions_fetch_in_sessions(tmp_path: Path) -> None:
+    """The worker's (every topic's events), the webhook router's (events and effects) and the
+    webhook dispatcher's (every subscription's queue)."""
+    deployment = offline(tmp_path)
+    settings = deployment.settings
+    app = build_app(deployment)
+    worker = cast(Any, app.consumer)._thread._create_worker_consumer(app.transport)
+    registry = Registry.of(deployment)
+    queues = Queues(settings.kafka.bootstrap, deployment.topology)
+    router = Router(settings, deployment.topology, deployment.schemas, registry, queues)
+    parking = Parking(settings.kafka.bootstrap, deployment.topology)
+    async with sending(settings.delivery) as sender:
+        dispatcher = Dispatcher(settings, registry, sender, parking, queues)
+    consumers = (worker, router._consumer, dispatcher._consumer)
+    try:
+        for consumer in consumers:
+            assert isinstance(consumer._client.send, FetchSessions)
+    finally:  # never started: closed, so they leave no warnings
+        for client in (*consumers, router._producer):
+            await client.stop()
