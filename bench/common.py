@@ -211,11 +211,19 @@ async def stop(child: Child) -> None:
 @asynccontextmanager
 async def producer_process(env: Mapping[str, str], workdir: Path) -> AsyncIterator[str]:
     """The HTTP producer on a free port, once it answers /health; yields its URL."""
+    async with producer_child(env, workdir) as (url, _):
+        yield url
+
+
+@asynccontextmanager
+async def producer_child(env: Mapping[str, str], workdir: Path) -> AsyncIterator[tuple[str, int]]:
+    """The HTTP producer on a free port, once it answers /health; yields its URL and process id."""
     port = free_port()
     async with started("producer", {**env, "SLUICE_PRODUCER_PORT": str(port)}, workdir / "producer.log") as child:
         url = f"http://127.0.0.1:{port}"
         await child.healthy(url, 30)
-        yield url
+        assert child.process is not None  # started
+        yield url, child.process.pid
 
 
 @asynccontextmanager
@@ -537,6 +545,17 @@ def cpu_seconds(stat: Path) -> float | None:
     # utime and stime fields 14 and 15 (proc(5)).
     fields = text[text.rindex(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_shares(stats: Mapping[str, Path], before: Mapping[str, float | None], seconds: float) -> dict[str, str]:
+    """Each named process's CPU time since `before` (`cpu_seconds` of each of `stats`), as a share of
+    one core over `seconds`, e.g. {"worker": "64%"}; "-" where either reading is unknown."""
+    return {name: share(before.get(name), cpu_seconds(stat), seconds) for name, stat in stats.items()}
+
+
+def share(before: float | None, after: float | None, seconds: float) -> str:
+    """`after - before` as a percentage of `seconds`; - if either is unknown."""
+    return "-" if before is None or after is None or seconds <= 0 else f"{(after - before) / seconds:.0%}"
 
 
 def cpu_us_per_event(before: float | None, after: float | None, events: int) -> str:

@@ -34,12 +34,14 @@ from bench.common import (
     bench_broker,
     bench_namespace,
     cpu_seconds,
+    cpu_shares,
     cpu_us_per_event,
     drive_bare_producer,
     free_port,
     order_records,
     percentile_ms,
-    producer_process,
+    producer_child,
+    share,
     started,
     steal_percent,
     until,
@@ -280,11 +282,6 @@ def run_queue_s(schedstat: Path) -> float | None:
         return None
 
 
-def share(before: float | None, after: float | None, seconds: float) -> str:
-    """`after - before` as a percentage of `seconds`; - if either is unknown."""
-    return "-" if before is None or after is None or seconds <= 0 else f"{(after - before) / seconds:.0%}"
-
-
 @dataclass
 class Measured:
     """A steady phase's results: per event, from its request to its effect and on the way."""
@@ -294,7 +291,7 @@ class Measured:
     steal: str
     pressure: str  # the share of the phase some runnable task on the machine waited for a CPU
     worker_waited: str  # the share of the phase the worker's main thread waited for a CPU
-    worker_cpu: str  # the worker's CPU time over the phase, as a share of one core
+    cpu: dict[str, str]  # each process's CPU time over the phase, as a share of one core: worker, producer, ...
     written: list[float]  # request to effect written (the effect record's timestamp: the broker's append time)
     read: list[float]  # request to effect read by a subscriber
     event_written: list[float]  # request to event written (the event record's append time)
@@ -360,14 +357,24 @@ async def run(settings: Settings, events: int, rates: list[float], seconds: floa
                     flush=True,
                 )
 
-                async with producer_process(env, workdir) as url, Http(url, connections=256) as http:
+                async with producer_child(env, workdir) as (url, producer), Http(url, connections=256) as http:
                     broker = broker_process(workdir)  # None: a broker of KAFKA_BOOTSTRAP_SERVERS, running already
+                    # Where the machine's CPU goes in each phase: Sluice's two processes, the broker,
+                    # and this process (the load generator and the subscriber).
+                    processes = {
+                        "worker": Path(f"/proc/{pid}/stat"),
+                        "producer": Path(f"/proc/{producer}/stat"),
+                        **({"broker": broker / "stat"} if broker is not None else {}),
+                        "bench": Path(f"/proc/{os.getpid()}/stat"),
+                    }
                     for load in (Load(rate) for rate in rates):
                         events_read = EffectsReader(
                             bootstrap, topology.events[load.topic], topology.partitions, schemas, schema="event"
                         )
                         measured.append(
-                            await _steady_phase(http, load, seconds, reader, events_read, worker, pid, broker)
+                            await _steady_phase(
+                                http, load, seconds, reader, events_read, worker, pid, broker, processes
+                            )
                         )
 
     print(
@@ -397,8 +404,9 @@ async def run(settings: Settings, events: int, rates: list[float], seconds: floa
     print("cpu wait: the share of the phase some runnable task waited for a CPU (/proc/pressure/cpu; - if unknown)")
     for phase in measured:
         print(
-            f"{phase.load.rate:,.0f}/s: {phase.load.describe()}, one load generator process; "
-            f"the worker used {phase.worker_cpu} of a core, and its main thread waited for one "
+            f"{phase.load.rate:,.0f}/s: {phase.load.describe()}, one load generator process; CPU over the "
+            f"phase, as a share of one core: {', '.join(f'{name} {used}' for name, used in phase.cpu.items())} "
+            f"(bench: the load generator and the subscriber); the worker's main thread waited for one "
             f"{phase.worker_waited} of the phase"
         )
     return 0
@@ -413,6 +421,7 @@ async def _steady_phase(
     worker: Child,
     pid: int,
     broker: Path | None,
+    processes: dict[str, Path],
 ) -> Measured:
     """Warm up (the connections, the producer's metadata, the worker's fetch loop, RocksDB settling after
     the last phase: 5 s of the same load, not measured; the bench's own `broker` until its JIT compiler
@@ -427,14 +436,14 @@ async def _steady_phase(
     # A runnable process that waits for a CPU shows as latency: the machine's 2 cores are shared.
     main_thread = Path(f"/proc/{pid}/task/{pid}/schedstat")
     cpu_steady, pressure_before, queued_before = CpuTimes.now(), cpu_pressure_s(), run_queue_s(main_thread)
-    used_before = cpu_seconds(Path(f"/proc/{pid}/stat"))
+    used_before = {name: cpu_seconds(stat) for name, stat in processes.items()}
     started_at = time.perf_counter()
     steady = await drive_steady(http, load, seconds, "lat" + uuid.uuid4().hex[:6])
     elapsed = time.perf_counter() - started_at
     steal = steal_percent(cpu_steady, CpuTimes.now())
     pressure = share(pressure_before, cpu_pressure_s(), elapsed)
     queued = share(queued_before, run_queue_s(main_thread), elapsed)
-    used = share(used_before, cpu_seconds(Path(f"/proc/{pid}/stat")), elapsed)
+    used = cpu_shares(processes, used_before, elapsed)
     if steady.failures:
         raise RuntimeError(f"{len(steady.failures)} requests failed, e.g. {steady.failures[0]}")
     await effects.wait_for(

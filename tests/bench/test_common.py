@@ -17,6 +17,7 @@ from bench.common import (
     Http,
     Progress,
     cpu_seconds,
+    cpu_shares,
     cpu_us_per_event,
     order_records,
     steal_percent,
@@ -105,6 +106,15 @@ def test_cpu_per_event_is_the_difference_over_the_events() -> None:
     assert cpu_us_per_event(None, 2.5, 15_000) == "-"
     assert cpu_us_per_event(1.0, None, 15_000) == "-"
     assert cpu_us_per_event(1.0, 2.0, 0) == "-"
+
+
+def test_cpu_shares_are_each_processs_cpu_since_its_reading_over_the_phase(tmp_path: Path) -> None:
+    ticks = os.sysconf("SC_CLK_TCK")
+    stats = {name: tmp_path / name for name in ("worker", "producer", "gone")}
+    stats["worker"].write_text(f"1 (python) S 1 2 3 0 -1 0 0 0 0 0 {3 * ticks} {ticks} 0 0 20 0 3 0 1\n")
+    stats["producer"].write_text(f"2 (python) S 1 2 3 0 -1 0 0 0 0 0 {ticks} 0 0 0 20 0 3 0 1\n")
+    before = {"worker": 2.0, "producer": None, "gone": 1.0}
+    assert cpu_shares(stats, before, 4.0) == {"worker": "50%", "producer": "-", "gone": "-"}
 
 
 def test_cpu_seconds_reads_this_process() -> None:

@@ -9,8 +9,8 @@ import orjson
 from aiohttp import web
 
 from app.avro.schemas import SchemaSet
-from bench.common import EffectsReader, Http, order_records
-from bench.pipeline import Load, broker_process, compiler_cpu_s, cpu_pressure_s, drive_steady, run_queue_s, share
+from bench.common import EffectsReader, Http, order_records, share
+from bench.pipeline import Load, broker_process, compiler_cpu_s, cpu_pressure_s, drive_steady, run_queue_s
 
 
 def test_single_orders_up_to_what_one_process_posts_and_small_usage_batches_above() -> None:
