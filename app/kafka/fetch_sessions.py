@@ -15,7 +15,8 @@ Topics = list[tuple[str, list[tuple[int, int, int]]]]  # aiokafka's FetchRequest
 Send = Callable[..., Awaitable[Any]]
 
 SESSIONS_FROM = 7  # the first FetchRequest version with a session id and epoch
-NEW_SESSION = 0  # session id of a fetch that asks for one; also its epoch
+NO_SESSION = 0  # the session id of a client without one
+FULL = 0  # the epoch of a whole fetch: it closes the session it names, and asks for a new one
 LAST_EPOCH = 2**31 - 1  # after it the epoch goes back to 1
 
 
@@ -24,10 +25,12 @@ class Session:
     """What one broker holds of this client's fetch: its session id, the next epoch, each partition's fetch.
 
     aiokafka sends a broker one fetch at a time, so the session is used by one fetch at a time.
+    A session given up is named by the whole fetch that follows, which closes it on the broker:
+    its cache holds a thousand sessions by default.
     """
 
-    id: int = NEW_SESSION
-    epoch: int = NEW_SESSION
+    id: int = NO_SESSION
+    epoch: int = FULL
     held: Wanted = field(default_factory=dict)
     busy: bool = False
 
@@ -38,8 +41,8 @@ class Session:
             for topic, partitions in fetch.topics
             for partition, offset, max_bytes in partitions
         }
-        if self.id == NEW_SESSION:
-            return SessionFetch(fetch, NEW_SESSION, NEW_SESSION, fetch.topics, []), wanted
+        if self.epoch == FULL:
+            return SessionFetch(fetch, self.id, FULL, fetch.topics, []), wanted
         # A partition the broker holds at the same offset is left out; it fetches it all the same.
         changed = [
             (tp, offset, max_bytes)
@@ -51,18 +54,22 @@ class Session:
 
     def answered(self, response: Any, wanted: Wanted) -> None:
         """Take the broker's answer: a session made or continued, or dropped (the next fetch names everything)."""
-        if response.API_VERSION < SESSIONS_FROM or response.error_code or response.session_id == NEW_SESSION:
+        if response.API_VERSION >= SESSIONS_FROM and response.error_code:
             # Session errors (FETCH_SESSION_ID_NOT_FOUND, INVALID_FETCH_SESSION_EPOCH) come with no
-            # partitions, and a broker whose session cache is full makes none: start over.
+            # partitions and no session id: start over, closing the session named.
             self.reset()
             return
-        self.epoch = 1 if response.session_id != self.id or self.epoch == LAST_EPOCH else self.epoch + 1
+        if response.API_VERSION < SESSIONS_FROM or response.session_id == NO_SESSION:
+            # A broker without sessions, or whose session cache is full, made none.
+            self.id, self.epoch, self.held = NO_SESSION, FULL, {}
+            return
+        self.epoch = 1 if self.epoch in (FULL, LAST_EPOCH) else self.epoch + 1
         self.id = response.session_id
         self.held = wanted
 
     def reset(self) -> None:
-        """Forget the session: the next fetch names every partition and asks for a new one."""
-        self.id, self.epoch, self.held = NEW_SESSION, NEW_SESSION, {}
+        """Give the session up: the next fetch names every partition, closes this session, asks for a new one."""
+        self.epoch, self.held = FULL, {}
 
 
 class SessionFetch(FetchRequest):  # type: ignore[misc]  # aiokafka is untyped to mypy here

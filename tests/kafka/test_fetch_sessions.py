@@ -74,24 +74,27 @@ def test_a_session_starts_with_every_partition_and_then_names_only_what_changed(
 
 
 @pytest.mark.parametrize(
-    "response",
+    ("response", "closed"),
     [
-        answer(77, error_code=70),  # FETCH_SESSION_ID_NOT_FOUND
-        answer(77, error_code=71),  # INVALID_FETCH_SESSION_EPOCH
-        answer(0),  # the broker's session cache is full: no session made
-        answer(77, version=6),  # a broker without sessions
+        (answer(0, error_code=70), 77),  # FETCH_SESSION_ID_NOT_FOUND (an error names no session)
+        (answer(0, error_code=71), 77),  # INVALID_FETCH_SESSION_EPOCH
+        (answer(0), 0),  # the broker's session cache is full: no session made
+        (answer(77, version=6), 0),  # a broker without sessions
     ],
 )
-def test_a_session_the_broker_drops_or_never_makes_starts_over_with_every_partition(response: Any) -> None:
+def test_a_session_the_broker_drops_or_never_makes_starts_over_with_every_partition(response: Any, closed: int) -> None:
     session = Session()
     _, wanted = session.request(fetch(("a", 0, 5), ("a", 1, 9)))
     session.answered(answer(77), wanted)
     _, wanted = session.request(fetch(("a", 0, 5), ("a", 1, 9)))
     session.answered(response, wanted)
-    again, _ = session.request(fetch(("a", 0, 5), ("a", 1, 9)))
+    again, wanted = session.request(fetch(("a", 0, 5), ("a", 1, 9)))
     struct = again.build(FetchRequest_v11)
-    assert (struct.session_id, struct.session_epoch) == (0, 0)
+    # A whole fetch (epoch 0); naming the session given up closes it on the broker.
+    assert (struct.session_id, struct.session_epoch) == (closed, 0)
     assert named(again) == {("a", 0, 5), ("a", 1, 9)}
+    session.answered(answer(78), wanted)
+    assert (session.id, session.epoch) == (78, 1)
 
 
 def test_the_epoch_goes_back_to_one_after_its_last_value() -> None:
@@ -123,7 +126,8 @@ async def test_a_fetch_that_fails_or_is_cancelled_drops_the_session_and_others_p
     sessions.session(1).id, sessions.session(1).epoch = 77, 4
     with pytest.raises(ConnectionError):
         await sessions(1, fetch(("a", 0, 5)))
-    assert (sessions.session(1).id, sessions.session(1).epoch, sessions.session(1).busy) == (0, 0, False)
+    # The next fetch is a whole one, which closes session 77.
+    assert (sessions.session(1).id, sessions.session(1).epoch, sessions.session(1).busy) == (77, 0, False)
     failing = False
     other = SimpleNamespace()
     assert await sessions(1, other) == answer(77)
@@ -155,7 +159,8 @@ class Recorded:
 
     def __init__(self, consumer: AIOKafkaConsumer) -> None:
         self.sessions = fetch_sessions.attach(consumer)
-        self.fetches: list[tuple[bool, int, int]] = []  # in a session already; partitions named; answered
+        self.fetches: list[tuple[bool, int, int]] = []  # within a session (not a whole fetch); named; answered
+        self.whole: list[tuple[int, int]] = []  # each whole fetch's session id (the one it closes), and the new one
         inner = self.sessions._send
 
         async def send(node_id: int, request: Any, **kwargs: Any) -> Any:
@@ -164,11 +169,13 @@ class Recorded:
                 struct = request.build(FetchRequest_v11)
                 self.fetches.append(
                     (
-                        struct.session_id != 0,
+                        struct.session_epoch != 0,
                         sum(len(partitions) for _, partitions in struct.topics),
                         sum(len(partitions) for _, partitions in response.topics),
                     )
                 )
+                if struct.session_epoch == 0:
+                    self.whole.append((struct.session_id, response.session_id))
             return response
 
         self.sessions._send = send
@@ -225,6 +232,8 @@ async def test_a_consumer_in_a_session_reads_every_record_once_in_order_through_
     # got back at most the two partitions written to, of the 20.
     fetches = recorded.fetches
     assert sum(1 for within, _, _ in fetches if not within) == 2, fetches
+    (none, first), (closed, second) = recorded.whole
+    assert none == 0 and closed == first and second not in (0, first)  # the lost session named, to close it
     assert all(named <= 2 and answered <= 2 for within, named, answered in fetches if within), fetches
     assert sum(1 for within, _, _ in fetches if within) > 100  # nearly every fetch
 
