@@ -68,7 +68,7 @@ class Session:
         self.held = wanted
 
     def reset(self) -> None:
-        """Give the session up: the next fetch names every partition, closes this session, asks for a new one."""
+        """Give the session up: the next fetch names every partition, closes the old session, asks for a new one."""
         self.epoch, self.held = FULL, {}
 
 
