@@ -79,7 +79,7 @@ class _ConsumerOnLoop(driver.AIOKafkaConsumerThread):
         consumer = super()._create_worker_consumer(transport)
         # aiokafka reads it when the consumer starts, which is after this; faust passes no setting through.
         consumer._fetch_max_wait_ms = self.app.fetch_max_wait_ms  # type: ignore[attr-defined]
-        fetch_sessions.attach(consumer)
+        fetch_sessions.attach(consumer)  # a fetch names only the partitions that changed (KIP-227)
         return consumer
 
 

@@ -209,3 +209,18 @@ async def test_second_start_on_the_same_data_dir_keeps_cluster_and_data(tmp_path
         if cli.returncode is None:
             cli.kill()
             await cli.wait()
+
+
+def test_the_brokers_thread_pools_are_kafkas_from_8_cores_up_and_fewer_below() -> None:
+    assert launcher.thread_pools(1) == (1, 2)
+    assert launcher.thread_pools(2) == (1, 2)
+    assert launcher.thread_pools(4) == (2, 4)
+    assert launcher.thread_pools(8) == (3, 8)  # num.network.threads and num.io.threads' defaults
+    assert launcher.thread_pools(64) == (3, 8)
+
+
+def test_the_brokers_configuration_sizes_its_thread_pools_to_this_machine(tmp_path: Path) -> None:
+    broker = LocalBroker(home=tmp_path / "home", data_dir=tmp_path / "data", port=1, controller_port=2)
+    network, io = launcher.thread_pools(os.cpu_count() or 1)
+    lines = broker._properties().splitlines()
+    assert f"num.network.threads={network}" in lines and f"num.io.threads={io}" in lines
