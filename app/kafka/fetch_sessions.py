@@ -44,13 +44,14 @@ class Session:
         if self.epoch == FULL:
             return SessionFetch(fetch, self.id, FULL, fetch.topics, []), wanted
         # A partition the broker holds at the same offset is left out; it fetches it all the same.
+        held = self.held.get
         changed = [
-            (tp, offset, max_bytes)
-            for tp, (offset, max_bytes) in wanted.items()
-            if self.held.get(tp) != (offset, max_bytes)
+            (topic, moved)
+            for topic, partitions in fetch.topics
+            if (moved := [p for p in partitions if held((topic, p[0])) != (p[1], p[2])])
         ]
         gone = [tp for tp in self.held if tp not in wanted]  # paused, or records still held by aiokafka
-        return SessionFetch(fetch, self.id, self.epoch, _by_topic(changed), _forgotten(gone)), wanted
+        return SessionFetch(fetch, self.id, self.epoch, changed, _forgotten(gone)), wanted
 
     def answered(self, response: Any, wanted: Wanted) -> None:
         """Take the broker's answer: a session made or continued, or dropped (the next fetch names everything)."""
@@ -60,8 +61,9 @@ class Session:
             self.reset()
             return
         if response.API_VERSION < SESSIONS_FROM or response.session_id == NO_SESSION:
-            # A broker without sessions, or whose session cache is full, made none.
-            self.id, self.epoch, self.held = NO_SESSION, FULL, {}
+            # A broker without sessions, or whose session cache is full, made none: none to close.
+            self.id = NO_SESSION
+            self.reset()
             return
         self.epoch = 1 if self.epoch in (FULL, LAST_EPOCH) else self.epoch + 1
         self.id = response.session_id
@@ -147,13 +149,6 @@ def attach(consumer: AIOKafkaConsumer) -> FetchSessions:
     sessions = FetchSessions(client.send)
     client.send = sessions
     return sessions
-
-
-def _by_topic(partitions: list[tuple[Partition, int, int]]) -> Topics:
-    topics: dict[str, list[tuple[int, int, int]]] = {}
-    for (topic, partition), offset, max_bytes in partitions:
-        topics.setdefault(topic, []).append((partition, offset, max_bytes))
-    return list(topics.items())
 
 
 def _forgotten(partitions: list[Partition]) -> list[tuple[str, list[int]]]:
