@@ -9,8 +9,10 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiokafka.record.default_records import DefaultRecordBatch
 
 from tests.support.stack import Stack, read_until
+from tests.support.topics import stored_codecs
 
 pytestmark = pytest.mark.integration
 KEY = "it_key_1"
@@ -83,6 +85,17 @@ async def test_posted_event_yields_one_effect_and_a_duplicate_yields_none(stack:
     assert ids(effects).count("order-1") == 1
     (last,) = [r for r in effects if r["event_id"] == sentinel]
     assert (last["totals"]["coins"], last["totals"]["counters"]) == (20, {"orders": 2})
+
+
+async def test_the_ledger_changelog_is_stored_compressed_and_the_effects_as_subscribers_read_them(
+    stack: Stack,
+) -> None:
+    sent = (await post(stack, {"data": {"user_id": f"user-{uuid.uuid4().hex[:8]}"}}))["id"]
+    await read_until(stack.bootstrap, stack.topic("effects"), lambda rs: sent in ids(rs), describe="its effect")
+    changelog = stack.topic("sluice-ledger-changelog")  # faust's name: the app id, the table, "changelog"
+    assert set(await stored_codecs(stack.bootstrap, changelog, partitions=4)) == {DefaultRecordBatch.CODEC_ZSTD}
+    effects = await stored_codecs(stack.bootstrap, stack.topic("effects"), partitions=4)
+    assert set(effects) == {DefaultRecordBatch.CODEC_NONE}
 
 
 async def test_the_event_lands_on_its_topic_as_avro_keyed_by_tenant_and_user(stack: Stack) -> None:

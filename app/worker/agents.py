@@ -99,8 +99,10 @@ def register(
     # Concurrency 1: one batch at a time, each partition in offset order (app/worker/intake.py).
     @app.agent(events, concurrency=1, name="rules")
     async def apply_rules(stream: faust.StreamT[bytes]) -> None:
+        changelogs = [table.changelog_topic.get_topic_name(), *([windows.changelog()] if windows else [])]
+        timeout_s = settings.producer.publish_timeout_s
         async with (
-            Outbox(settings.kafka.bootstrap, timeout_s=settings.producer.publish_timeout_s) as outbox,
+            Outbox(settings.kafka.bootstrap, timeout_s=timeout_s, compressed=changelogs) as outbox,
             intake.Intake(app, intake.IntakeConfig.of(settings), events) as records,
             aclosing(records.batches(stream)) as batches,
         ):

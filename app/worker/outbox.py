@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from types import TracebackType
 
 from aiokafka import AIOKafkaProducer
@@ -19,9 +19,15 @@ class Outbox:
     transactions, so its retries could write a record twice). `flush` returns only
     when Kafka has every record, and the worker acks its events after that, so an
     offset is never committed ahead of what the event wrote.
+
+    The topics in `compressed` (state changelogs: the bulk of the bytes, read by workers
+    only) are written zstd-compressed; at 10,000 events/s their uncompressed megabytes a
+    second piled up in the page cache, and the kernel's write-back of them every 30 s held
+    the broker's and RocksDB's writes up for up to half a second.
     """
 
-    def __init__(self, bootstrap: str, *, timeout_s: float) -> None:
+    def __init__(self, bootstrap: str, *, timeout_s: float, compressed: Collection[str] = ()) -> None:
+        self._compressed = frozenset(compressed)
         self._pending: dict[tuple[str, int], list[Item]] = {}
         self._sent: list[asyncio.Future[RecordMetadata]] = []  # queued by `send`, not yet flushed
         self._producer = AIOKafkaProducer(
@@ -92,7 +98,7 @@ class Outbox:
         pending, self._pending = self._pending, {}
         if not pending:
             return False
-        self._sent.extend(await send_batches(self._producer, pending))
+        self._sent.extend(await send_batches(self._producer, pending, compressed=self._compressed))
         return True
 
 

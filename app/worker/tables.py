@@ -45,6 +45,7 @@ class Windows:
 
     apply: Callable[[str, int, list[Message], Outbox], None]  # (topic, partition, records, outbox)
     flushed: Callable[[dict[tuple[str, int], int]], None]  # the outbox's flush: where recovery resumes
+    changelog: Callable[[], str]  # the rows' changelog topic, which the outbox compresses
 
 
 def mark_persisted(table: faust.types.TableT[Any, Any], offsets: Mapping[tuple[str, int], int]) -> None:
@@ -139,7 +140,9 @@ def register(
                 doomed[partition] = keys
         if not doomed:
             return
-        async with Outbox(settings.kafka.bootstrap, timeout_s=settings.producer.publish_timeout_s) as outbox:
+        async with Outbox(
+            settings.kafka.bootstrap, timeout_s=settings.producer.publish_timeout_s, compressed=[changelog()]
+        ) as outbox:
             for partition, keys in doomed.items():
                 for key in keys:
                     outbox.add(changelog(), partition, key, None)  # a tombstone: compaction frees it in Kafka too
@@ -197,4 +200,4 @@ def register(
                     counts[name] = counts.get(name, 0) + count
         return view.json({"partitions": partitions, "late": counts})
 
-    return Windows(apply_run, flushed)
+    return Windows(apply_run, flushed, changelog)

@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.record.default_records import DefaultRecordBatch
 
 from app.kafka.batches import send_batches
 
@@ -16,9 +17,11 @@ class Recorder(AIOKafkaProducer):
     def __init__(self) -> None:
         super().__init__(bootstrap_servers="127.0.0.1:1", max_batch_size=1024)
         self.sent: list[tuple[str, int, int, bool]] = []  # topic, partition, records, closed
+        self.built: list[tuple[str, DefaultRecordBatch]] = []  # each batch as it goes on the wire
 
     async def send_batch(self, batch: Any, topic: str, *, partition: int) -> asyncio.Future[Any]:
         self.sent.append((topic, partition, batch.record_count(), batch.closed()))
+        self.built.append((topic, DefaultRecordBatch(bytes(batch._build()))))  # what aiokafka's sender does
         return asyncio.get_running_loop().create_future()
 
 
@@ -37,3 +40,16 @@ async def test_each_partition_goes_in_order_in_closed_batches_as_few_as_fit() ->
     ]
     # An open batch is held back for linger_ms, waiting for send() to add to it (3.4 ms a publish).
     assert all(closed for *_, closed in producer.sent)
+
+
+async def test_the_topics_named_compressed_go_in_zstd_batches_and_the_others_as_the_producer_has_them() -> None:
+    producer = Recorder()
+    records = [(b"k%d" % n, b'{"coins":%d}' % n) for n in range(20)]
+    try:
+        await send_batches(producer, {("changelog", 0): records, ("effects", 0): records}, compressed=["changelog"])
+    finally:
+        await producer.stop()
+    codecs = {topic: batch.compression_type for topic, batch in producer.built}
+    assert codecs == {"changelog": DefaultRecordBatch.CODEC_ZSTD, "effects": DefaultRecordBatch.CODEC_NONE}
+    for _, batch in producer.built:
+        assert [(record.key, record.value) for record in batch] == records

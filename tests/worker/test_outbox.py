@@ -8,9 +8,10 @@ import time
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.record.default_records import DefaultRecordBatch
 
 from app.worker.outbox import Outbox
-from tests.support.topics import new_topic
+from tests.support.topics import new_topic, stored_codecs
 
 pytestmark = pytest.mark.integration
 
@@ -82,3 +83,26 @@ async def test_a_dispatch_is_sent_at_once_and_acked_in_its_future(kafka_bootstra
         assert await first == {(topic, 0): 0}
         assert await second == {(topic, 0): 1}
         assert await outbox.flush() == {}
+
+
+async def test_the_topics_named_compressed_are_stored_zstd_and_read_back_as_written(kafka_bootstrap: str) -> None:
+    changelog, effects = await new_topic(kafka_bootstrap, "outbox"), await new_topic(kafka_bootstrap, "outbox")
+    records = [(b"k%d" % n, b'{"applied_at_ms":%d,"effect":{"coins":10}}' % n) for n in range(200)]
+    async with Outbox(kafka_bootstrap, timeout_s=10, compressed=[changelog]) as outbox:
+        outbox.extend(changelog, 0, records)
+        outbox.extend(effects, 0, records)
+        await outbox.flush()
+    assert set(await stored_codecs(kafka_bootstrap, changelog)) == {DefaultRecordBatch.CODEC_ZSTD}
+    # What subscribers read stays uncompressed: not every client has every codec.
+    assert set(await stored_codecs(kafka_bootstrap, effects)) == {DefaultRecordBatch.CODEC_NONE}
+    for topic in (changelog, effects):
+        consumer = AIOKafkaConsumer(topic, bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest")
+        await consumer.start()
+        try:
+            read: list[tuple[bytes | None, bytes | None]] = []
+            while len(read) < len(records):
+                for batch in (await consumer.getmany(timeout_ms=1000)).values():
+                    read += [(record.key, record.value) for record in batch]
+        finally:
+            await consumer.stop()
+        assert read == records
