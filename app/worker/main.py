@@ -35,6 +35,7 @@ def build_app(deployment: Deployment, tracing: Tracing | None = None) -> faust.A
         fetch_max_wait_ms=settings.worker.fetch_max_wait_ms,
         broker=[f"kafka://{server}" for server in settings.kafka.bootstrap.split(",")],
         store="rocksdb://",
+        Table=faust_compat.Table,
         datadir=str(datadir),
         autodiscover=False,
         topic_partitions=topology.partitions,

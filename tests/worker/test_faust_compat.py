@@ -312,3 +312,26 @@ async def test_every_topic_faust_creates_gets_the_deployments_min_insync_replica
         ("changelog", 3, {"min.insync.replicas": "2", "cleanup.policy": "compact"}),
         ("leader", 3, {"min.insync.replicas": "2"}),
     ]
+
+
+async def test_a_tables_rocksdb_goes_without_its_log_and_to_disk_when_revoked_or_stopped(tmp_path: Path) -> None:
+    app = build_app(offline(tmp_path))
+    options = {"driver": "rocksdict"}
+    table = app.Table("pin", default=None, partitions=4, key_type=bytes, value_type=bytes, options=options)
+    store = cast(Any, table.data)
+    assert isinstance(store, faust_compat._Store)
+    changelog = table.changelog_topic.get_topic_name()
+    for partition in (1, 2):
+        faust_compat.partition_db(table, partition)[b"k"] = b"v" * 10_000
+    paths = [Path(store.partition_path(partition)) for partition in (1, 2)]
+
+    def on_disk(path: Path) -> tuple[int, int]:
+        """Bytes in RocksDB's write-ahead logs, and in its tables."""
+        return sum(f.stat().st_size for f in path.glob("*.log")), sum(f.stat().st_size for f in path.glob("*.sst"))
+
+    assert [on_disk(path) for path in paths] == [(0, 0), (0, 0)]  # in the memtables alone
+    store.revoke_partitions(table, {TP(changelog, 1)})
+    (log_1, tables_1), (_, tables_2) = on_disk(paths[0]), on_disk(paths[1])
+    assert (log_1, tables_1 > 0, tables_2) == (0, True, 0)
+    await store.stop()
+    assert on_disk(paths[1])[1] > 0
