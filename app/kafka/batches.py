@@ -47,7 +47,8 @@ async def send_batches(
 
 
 def _new_batch(producer: AIOKafkaProducer, compressed: bool) -> BatchBuilder:
-    """An empty batch: the producer's own, or one compressed with zstd at Kafka's default level (3).
+    """An empty batch: the producer's own, or one of `MAX_BATCH_BYTES` compressed with zstd at Kafka's
+    default level (3); Sluice's producers are made with that batch size.
 
     aiokafka sets one codec per producer, and a subscriber's client may lack one (kafkajs reads
     only gzip without a plugin). A state changelog, read by Sluice's workers alone, is JSON that
