@@ -222,7 +222,7 @@ class Intake:
         keeps them, each of one partition in offset order."""
         app, progress = self._app, self._progress
         generation = app.consumer_generation_id
-        assigned = app.consumer.assignment()
+        assigned = faust_compat.assigned(app)
         # Others were buffered before a rebalance: the partition's owner now applies them. A run
         # is one partition's records of one fetch, all of one generation.
         current = [run for run in runs if run[0].generation_id == generation and run[0].tp in assigned]
@@ -273,9 +273,8 @@ class Intake:
             self._progress.start(tp, start if at is None else max(at, start))
 
     async def _seek_back(self) -> None:
-        assigned = self._app.consumer.assignment()
         for where, offset in self._progress.seeks_due(time.monotonic()):
-            if TP(*where) in assigned:
+            if where in faust_compat.assigned(self._app):
                 log.info("a hole in %s[%d] at %d: seeking back", *where, offset)
                 await self._seek(TP(*where), offset)
 

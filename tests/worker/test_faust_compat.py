@@ -261,6 +261,23 @@ async def test_the_consumer_runs_on_the_apps_loop_and_its_stop_leaves_the_loops_
     other.cancel()
 
 
+async def test_the_consumer_plans_its_fetches_with_sluices_plan_and_assigned_is_fausts_assignment(
+    tmp_path: Path, kafka_bootstrap: str
+) -> None:
+    app = build_app(offline(tmp_path, SLUICE_KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap))
+    service = cast(Any, app.consumer)._thread
+    await service.start()
+    try:
+        kafka = service._ensure_consumer()
+        assert kafka._fetcher._get_actions_per_node.__qualname__.startswith("attach")
+        assert faust_compat.assigned(app) == set() == app.consumer.assignment()
+        kafka.assign([TP("pinned", 0), TP("pinned", 1)])
+        assert faust_compat.assigned(app) == {TP("pinned", 0), TP("pinned", 1)} == app.consumer.assignment()
+        assert TP("pinned", 1) in faust_compat.assigned(app) and TP("pinned", 2) not in faust_compat.assigned(app)
+    finally:
+        await service.stop()
+
+
 # Each private faust touch Sluice relies on, pinned: a faust upgrade that changes one fails here.
 
 

@@ -28,7 +28,7 @@ class Partition:
         self.end = end
         self.sought: list[int] = []
         self.resumed = 0
-        consumer.assignment = lambda: {TP0}
+        consumer.assignment = consumer.assigned = lambda: {TP0}
         consumer.highwater = lambda tp: self.end
         consumer.resume_partitions = self.resume
         consumer.seek = self.seek
@@ -117,7 +117,7 @@ async def test_partitions_with_no_record_yet_are_started_in_one_ask(timer: tuple
     app, taken = timer
     Partition(app.consumer, end=45)
     mine = [TP(TOPIC, p) for p in range(20)]
-    app.consumer.assignment = lambda: {*mine, TP("other", 0)}
+    app.consumer.assignment = app.consumer.assigned = lambda: {*mine, TP("other", 0)}
     starts = cast(Starts, taken._committed)
     await taken._seek_stuck()
     await taken._seek_stuck()
@@ -128,7 +128,7 @@ async def test_partitions_with_no_record_yet_are_started_in_one_ask(timer: tuple
 async def test_a_batch_starts_its_new_partitions_in_one_ask(timer: tuple[Any, intake.Intake]) -> None:
     app, taken = timer
     mine = [TP(TOPIC, p) for p in range(3)]
-    app.consumer.assignment = lambda: set(mine)
+    app.consumer.assignment = app.consumer.assigned = lambda: set(mine)
     starts = cast(Starts, taken._committed)
     runs = [
         [Message(TOPIC, p, offset, 0.0, 0, [], b"k", b"v", None, generation_id=3) for offset in (45, 46)]
@@ -169,7 +169,7 @@ class Commits:
         self.asked: list[dict[TP, int]] = []
         self.answers: list[asyncio.Future[bool]] = []
         consumer._commit = self.commit
-        consumer.assignment = lambda: {TP0}
+        consumer.assignment = consumer.assigned = lambda: {TP0}
 
     async def commit(self, offsets: dict[TP, int]) -> bool:
         self.asked.append(dict(offsets))
