@@ -1,4 +1,4 @@
-"""aiokafka's plan of each fetch (what to ask of which broker), made without per-partition calls."""
+"""aiokafka's plan of each fetch, made without per-partition calls, and a hook on each fetch answered."""
 
 from __future__ import annotations
 
@@ -82,8 +82,11 @@ def plan(fetcher: Any, assignment: Any) -> Plan:
     return requests, awaiting_reset, backoff, invalid_metadata, resume_futures
 
 
-def attach(consumer: AIOKafkaConsumer) -> None:
-    """Plan the consumer's fetches with `plan` once it has started (its fetcher is made by `start`)."""
+def attach(consumer: AIOKafkaConsumer, fetched: Callable[[Any], Awaitable[None]] | None = None) -> None:
+    """Plan the consumer's fetches with `plan` once it has started (its fetcher is made by `start`);
+    `fetched(fetcher)` is awaited as each fetch that brought records is answered, before the fetch
+    loop comes round to plan the next: records it takes from the fetcher then no longer hold it back.
+    """
     start: Callable[[], Awaitable[None]] = consumer.start
 
     async def started() -> None:
@@ -91,5 +94,15 @@ def attach(consumer: AIOKafkaConsumer) -> None:
         fetcher = consumer._fetcher
         # The fetch loop looks the method up on each round: from its next round on, it is this.
         fetcher._get_actions_per_node = lambda assignment: plan(fetcher, assignment)
+        if fetched is not None:
+            answered = fetcher._proc_fetch_request
+
+            async def answered_then_taken(assignment: Any, node_id: int, request: Any) -> bool:
+                news: bool = await answered(assignment, node_id, request)
+                if news:
+                    await fetched(fetcher)
+                return news
+
+            fetcher._proc_fetch_request = answered_then_taken
 
     consumer.start = started

@@ -105,13 +105,20 @@ async def test_the_plan_is_aiokafkas_in_every_partition_state(kafka_bootstrap: s
         await client.close()
 
 
-async def test_a_consumer_on_the_plan_reads_every_record_once_in_order_through_a_pause(kafka_bootstrap: str) -> None:
+async def test_a_consumer_on_the_plan_reads_every_record_once_in_order_through_a_pause_and_hears_of_each_answer(
+    kafka_bootstrap: str,
+) -> None:
     topic = await new_topic(kafka_bootstrap, "fp-read", 4)
     quiet = [await new_topic(kafka_bootstrap, "fp-quiet", 4) for _ in range(2)]
     consumer = AIOKafkaConsumer(
         bootstrap_servers=kafka_bootstrap, enable_auto_commit=False, auto_offset_reset="earliest", fetch_max_wait_ms=100
     )
-    fetch_plan.attach(consumer)
+    answered: list[int] = []  # at each answer with records: how many partitions' records wait in the fetcher
+
+    async def fetched(fetcher: Any) -> None:
+        answered.append(len(fetcher._records))
+
+    fetch_plan.attach(consumer, fetched)
     producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
     await consumer.start()
     await producer.start()
@@ -134,6 +141,7 @@ async def test_a_consumer_on_the_plan_reads_every_record_once_in_order_through_a
             await producer.send_and_wait(topic, str(n).encode(), partition=n % 4)
         await asyncio.wait_for(reading, 30)
         assert got == {p: list(range(p, 400, 4)) for p in range(4)}
+        assert answered and all(answered)  # called as each answer with records came, the records there
     finally:
         await producer.stop()
         await consumer.stop()

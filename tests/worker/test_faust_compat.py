@@ -10,14 +10,16 @@ from pathlib import Path
 from typing import Any, cast
 
 import faust
+from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 from faust.types import TP, Message
 
 from app.worker import faust_compat
-from app.worker.faust_compat import Record, route
+from app.worker.faust_compat import route
 from app.worker.inbox import Inbox
 from app.worker.main import build_app
 from tests.support.deployments import offline
+from tests.support.topics import new_topic
 from tests.worker.inboxes import put, taken
 
 
@@ -98,97 +100,63 @@ async def test_a_suspended_flow_ends_the_fetch_between_records(tmp_path: Path) -
     assert await drain(tmp_path, [[0, 1, 2, 3]], stop_flow_at=1) == [0, 1]
 
 
-async def test_records_of_a_routed_topic_go_to_its_inbox_and_the_others_to_faust(tmp_path: Path) -> None:
-    app = build_app(offline(tmp_path))
-    consumer = cast(Any, app.consumer)
-    fetcher = Fetcher()
-    inbox = Inbox(capacity=100)
-    route(app, ["routed"], inbox)
-    getmany = fetches(fetcher, [[message("routed", 0), message("other", 0), message("routed", 1)]])
-    to_faust: list[tuple[str, int]] = []
-
-    async def callback(record: Message) -> None:
-        to_faust.append((record.topic, record.offset))
-
-    consumer.getmany, consumer.callback = getmany, callback
-    await asyncio.wait_for(consumer._drain_messages(fetcher), timeout=5)
-    assert [(record.topic, record.offset) for record in taken(inbox.take_runs_nowait(10))] == [
-        ("routed", 0),
-        ("routed", 1),
-    ]
-    assert to_faust == [("other", 0)]
-    route(app, ["routed"], None)
-    assert consumer.inboxes == {}
-
-
-async def test_records_fetched_for_an_inbox_gone_since_are_dropped_and_never_reach_faust(tmp_path: Path) -> None:
-    # An agent whose write failed stops, and its Intake unroutes its topics while the fetch loop
-    # holds records fetched for it: faust's stream would crash the fetch loop on them.
-    app = build_app(offline(tmp_path))
-    consumer = cast(Any, app.consumer)
-    fetcher = Fetcher()
-    tp = TP("routed", 0)
-    fetched = [Record(tp, consumer_record("routed", 0, offset), 0) for offset in (3, 4)] + [message("other", 0)]
-    to_faust: list[tuple[str, int]] = []
-
-    async def callback(record: Message) -> None:
-        to_faust.append((record.topic, record.offset))
-
-    consumer.getmany, consumer.callback = fetches(fetcher, [fetched]), callback
-    await asyncio.wait_for(consumer._drain_messages(fetcher), timeout=5)
-    assert to_faust == [("other", 0)]
-    assert consumer._read_offset.get(tp) is None  # not handed on: the next reader starts from the commit
-
-
 def consumer_record(topic: str, partition: int, offset: int) -> ConsumerRecord[bytes, bytes]:
     return ConsumerRecord(topic, partition, offset, 1_700_000_000_250, 0, b"k", b"v", None, 1, 1, [])
 
 
-async def test_a_fetch_goes_partition_by_partition_with_one_highwater_read_each(tmp_path: Path) -> None:
-    # faust reads the highwater and builds a full consumer message for every record.
-    app = build_app(offline(tmp_path))
-    consumer = cast(Any, app.consumer)
-    route(app, ["routed"], Inbox(capacity=100))
-    fetched = {
-        TP("routed", 0): [consumer_record("routed", 0, offset) for offset in (4, 5, 6)],
-        TP("routed", 1): [consumer_record("routed", 1, 9)],
-        TP("other", 0): [consumer_record("other", 0, 2)],
-    }
+def fetched_by(consumer: Any, fetches: list[dict[TP, list[int]]]) -> list[TP]:
+    """The consumer's fetches stand in by these (each partition's offsets); the highwater reads, listed."""
+    pending = list(fetches)
+    highwaters: list[TP] = []
 
     async def wait_next_records(timeout: float) -> tuple[dict[TP, list[Any]], None]:
-        return fetched, None
-
-    highwaters: list[TP] = []
+        fetch = pending.pop(0)
+        return {
+            tp: [consumer_record(tp.topic, tp.partition, offset) for offset in offsets] for tp, offsets in fetch.items()
+        }, None
 
     def highwater(tp: TP) -> int:
         highwaters.append(tp)
         return 10
 
     consumer._wait_next_records, consumer.highwater = wait_next_records, highwater
-    records = [record async for record in consumer.getmany(timeout=1.0)]
-    assert [(tp, record.offset) for tp, record in records] == [
-        (TP("routed", 0), 4),
-        (TP("routed", 0), 5),
-        (TP("routed", 0), 6),
-        (TP("routed", 1), 9),
-        (TP("other", 0), 2),
+    return highwaters
+
+
+async def test_a_fetch_goes_partition_by_partition_routed_ones_into_their_inbox_with_one_highwater_read_each(
+    tmp_path: Path,
+) -> None:
+    # faust reads the highwater and builds a full consumer message for every record.
+    app = build_app(offline(tmp_path))
+    consumer = cast(Any, app.consumer)
+    inbox = Inbox(capacity=100)
+    route(app, ["routed"], inbox)
+    highwaters = fetched_by(consumer, [{TP("routed", 0): [4, 5, 6], TP("other", 0): [2], TP("routed", 1): [9]}])
+    yielded = [(tp, record.offset) for tp, record in [record async for record in consumer.getmany(timeout=1.0)]]
+    assert yielded == [(TP("other", 0), 2)]  # to faust's conductor
+    runs = inbox.take_runs_nowait(10)
+    assert [[(record.tp, record.offset) for record in run] for run in runs] == [
+        [(TP("routed", 0), 4), (TP("routed", 0), 5), (TP("routed", 0), 6)],
+        [(TP("routed", 1), 9)],
     ]
-    assert highwaters == [TP("routed", 0), TP("routed", 1), TP("other", 0)]
-    routed, other = records[0][1], records[-1][1]
-    assert isinstance(routed, faust_compat.Record) and not isinstance(other, faust_compat.Record)
+    assert highwaters == [TP("routed", 0), TP("other", 0), TP("routed", 1)]
+    routed = runs[0][0]
+    assert isinstance(routed, faust_compat.Record)
     assert (routed.tp, routed.key, routed.value, routed.timestamp) == (TP("routed", 0), b"k", b"v", 1_700_000_000.25)
     assert routed.generation_id == app.consumer_generation_id
     # The Intake commits what it applied: faust's ack of an event made of one changes nothing.
     assert not app.create_event(routed.key, routed.value, routed.headers, routed).ack()
+    route(app, ["routed"], None)
+    assert consumer.inboxes == {}
 
 
 async def test_a_partitions_run_below_the_last_handed_on_is_dropped_and_the_rest_put_at_once(tmp_path: Path) -> None:
     app = build_app(offline(tmp_path))
     consumer = cast(Any, app.consumer)
-    fetcher = Fetcher()
     inbox = Inbox(capacity=100)
     route(app, ["routed"], inbox)
-    fetched = [[message("routed", offset) for offset in (5, 6)], [message("routed", offset) for offset in (4, 6, 7)]]
+    tp = TP("routed", 0)
+    fetched_by(consumer, [{tp: [5, 6]}, {tp: [4, 6, 7]}])
     puts: list[list[int]] = []
     put_many = inbox.put_many
 
@@ -197,11 +165,57 @@ async def test_a_partitions_run_below_the_last_handed_on_is_dropped_and_the_rest
         return put_many(tp, messages)
 
     inbox.put_many = counted  # type: ignore[method-assign]
-    consumer.getmany = fetches(fetcher, fetched)
-    await asyncio.wait_for(consumer._drain_messages(fetcher), timeout=5)
+    for _ in range(2):
+        assert [record async for record in consumer.getmany(timeout=1.0)] == []
     assert puts == [[5, 6], [6, 7]]  # as faust: below the last offset handed on (6) is dropped
     assert [record.offset for record in taken(inbox.take_runs_nowait(10))] == [5, 6, 6, 7]
-    assert inbox.last_put(TP("routed", 0), 0) == 7
+    assert inbox.last_put(tp, 0) == 7
+
+
+async def test_a_full_inbox_holds_the_fetch_until_there_is_room(tmp_path: Path) -> None:
+    app = build_app(offline(tmp_path))
+    consumer = cast(Any, app.consumer)
+    inbox = Inbox(capacity=4)
+    route(app, ["routed"], inbox)
+    fetched_by(consumer, [{TP("routed", 0): [0, 1, 2, 3, 4], TP("other", 0): [8]}])
+    getting = asyncio.create_task(anext(aiter(consumer.getmany(timeout=1.0))))
+    await asyncio.sleep(0.01)
+    assert not getting.done()  # full: faust's records of the same fetch wait too
+    inbox.take_runs_nowait(3)
+    tp, record = await asyncio.wait_for(getting, timeout=1)
+    assert (tp, record.offset) == (TP("other", 0), 8)
+
+
+async def test_records_of_a_routed_topic_reach_its_inbox_as_their_fetch_is_answered(
+    tmp_path: Path, kafka_bootstrap: str
+) -> None:
+    # faust's fetch loop (its Fetcher service) is not running here: only the answer's hand-off can put them in.
+    topic = await new_topic(kafka_bootstrap, "routed", 2)
+    app = build_app(offline(tmp_path, SLUICE_KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap))
+    inbox = Inbox(capacity=100)
+    route(app, [topic], inbox)
+    service = cast(Any, app.consumer)._thread
+    await service.start()
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+    await producer.start()
+    try:
+        kafka = service._ensure_consumer()
+        kafka.assign([TP(topic, 0), TP(topic, 1)])
+        cast(Any, app.consumer)._set_active_tps({TP(topic, 0), TP(topic, 1)})  # as faust's rebalance does
+        for offset in range(6):
+            await producer.send_and_wait(topic, b"v%d" % offset, partition=offset % 2)
+        got: dict[int, list[int]] = {0: [], 1: []}
+
+        async def read() -> None:
+            while sum(map(len, got.values())) < 6:
+                for run in await inbox.take_runs(10):
+                    got[run[0].partition] += [record.offset for record in run]
+
+        await asyncio.wait_for(read(), timeout=10)
+        assert got == {0: [0, 1, 2], 1: [0, 1, 2]}
+    finally:
+        await producer.stop()
+        await service.stop()
 
 
 def test_records_are_taken_in_the_runs_they_were_put_in_and_a_run_is_split_at_the_most() -> None:
