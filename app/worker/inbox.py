@@ -28,6 +28,10 @@ class Inbox:
         self._room.set()
         self._closed = False
 
+    def __len__(self) -> int:
+        """The records put and not yet taken."""
+        return self._count
+
     def put_many(self, tp: TP, messages: list[Message]) -> bool:
         """Keep these records of `tp`, in offset order; False if the inbox is full now, and the fetch
         loop should wait for `room`."""

@@ -186,6 +186,36 @@ async def test_a_full_inbox_holds_the_fetch_until_there_is_room(tmp_path: Path) 
     assert (tp, record.offset) == (TP("other", 0), 8)
 
 
+class Answered:
+    """What `take_routed` reads of aiokafka's fetcher: the partitions with records waiting, and their taking."""
+
+    def __init__(self, waiting: dict[TP, list[int]]) -> None:
+        self._records = waiting
+        self.taken: list[set[TP]] = []
+
+    async def fetched_records(self, partitions: set[TP], timeout: float) -> dict[TP, list[Any]]:
+        self.taken.append(set(partitions))
+        return {tp: [consumer_record(tp.topic, tp.partition, n) for n in self._records.pop(tp)] for tp in partitions}
+
+
+async def test_an_answers_records_go_into_an_empty_inbox_and_wait_for_fausts_loop_behind_a_busy_one(
+    tmp_path: Path,
+) -> None:
+    app = build_app(offline(tmp_path))
+    consumer = cast(Any, app.consumer)
+    empty, busy = Inbox(capacity=100), Inbox(capacity=100)
+    route(app, ["quiet"], empty)
+    route(app, ["loaded"], busy)
+    put(busy, message("loaded", 0))  # its reader has records to apply still
+    consumer.highwater = lambda tp: 10
+    consumer._set_active_tps({TP("quiet", 0), TP("loaded", 0), TP("other", 0)})
+    fetcher = Answered({TP("quiet", 0): [3, 4], TP("loaded", 0): [1], TP("other", 0): [7]})
+    await consumer.take_routed(fetcher)
+    assert fetcher.taken == [{TP("quiet", 0)}]
+    assert [record.offset for record in taken(empty.take_runs_nowait(10))] == [3, 4]
+    assert set(fetcher._records) == {TP("loaded", 0), TP("other", 0)}  # left for faust's fetch loop
+
+
 async def test_records_of_a_routed_topic_reach_its_inbox_as_their_fetch_is_answered(
     tmp_path: Path, kafka_bootstrap: str
 ) -> None:
