@@ -166,13 +166,12 @@ class _Consumer(driver.Consumer):
         generation = self.app.consumer_generation_id
         for tp, records in fetched.items():
             tp = TP(tp.topic, tp.partition)
-            inbox = routed[tp.topic]
-            if not self._hand_on(inbox, tp, records, generation):
-                await inbox.room()  # the fetch stays in flight meanwhile: nothing more is fetched
+            # A full inbox holds this fetch in flight meanwhile: nothing more is fetched.
+            await self._hand_on(routed[tp.topic], tp, records, generation)
 
-    def _hand_on(self, inbox: Inbox, tp: TP, records: list[Any], generation: int) -> bool:
+    async def _hand_on(self, inbox: Inbox, tp: TP, records: list[Any], generation: int) -> None:
         """Put a fetch's records of routed `tp` into `inbox` at once, as faust hands records on:
-        those below the last offset handed on are dropped. False if the inbox is full now.
+        those below the last offset handed on are dropped. Then, if the inbox is full, wait for room.
 
         Both ways records are taken (an answer's, a fetch loop's) put them in at once, in the
         order aiokafka gives them up, so a partition's records reach its inbox in offset order.
@@ -183,9 +182,10 @@ class _Consumer(driver.Consumer):
         if read is not None and run and run[0].offset < read:
             run = [message for message in run if message.offset >= read]
         if not run:
-            return True
+            return
         self._read_offset[tp] = run[-1].offset
-        return inbox.put_many(tp, run)
+        if not inbox.put_many(tp, run):
+            await inbox.room()
 
     async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Message]]:
         """faust's getmany, with its per-record work once per partition where it can be, and the
@@ -218,8 +218,7 @@ class _Consumer(driver.Consumer):
                 continue
             inbox = routed.get(tp.topic)
             if inbox is not None:
-                if not self._hand_on(inbox, tp, fetched, generation):
-                    await inbox.room()
+                await self._hand_on(inbox, tp, fetched, generation)
                 continue
             track(tp, self.highwater(tp))
             for record in fetched:
